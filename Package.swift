@@ -1,0 +1,75 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// Settings shared by every Swift target.
+let swiftSettings: [SwiftSetting] = [
+    // SE-0335: spell out `any` for existentials.
+    .enableUpcomingFeature("ExistentialAny"),
+    // SE-0409: imports are internal unless marked public, so a C module never leaks past its one importer.
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "pgconn_exporter",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "pgconn_exporter", targets: ["pgconn_exporter"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
+    ],
+    targets: [
+        // C boundaries: one system library each, imported by exactly one Swift module.
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
+        // epoll and timerfd, which Glibc does not expose.
+        .systemLibrary(name: "CLinux"),
+
+        // Pure logic: no C, no I/O.
+        .target(
+            name: "PGConnCore",
+            dependencies: [
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PGConnPostgres",
+            dependencies: ["CLibPQ", "CLinux", "PGConnCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PGConnHTTP",
+            dependencies: ["CMicroHTTPD", "PGConnCore"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "pgconn_exporter",
+            dependencies: [
+                "PGConnCore", "PGConnPostgres", "PGConnHTTP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(
+            name: "PGConnCoreTests",
+            dependencies: ["PGConnCore"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "PGConnPostgresTests", dependencies: ["PGConnPostgres", "PGConnCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "PGConnHTTPTests", dependencies: ["PGConnHTTP", "PGConnCore"], swiftSettings: swiftSettings),
+        // Needs a real PostgreSQL (started by the tests themselves) and the built executable.
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["PGConnCore", "PGConnPostgres", "PGConnHTTP"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,140 @@
+/// The configuration after validation: every value present, in range and typed.
+///
+/// Only ``ConfigLoader`` builds one (from YAML). Everything downstream reads this and never the raw
+/// YAML, so no check is repeated and none is forgotten.
+public struct ValidatedConfig: Sendable, Equatable {
+    public var health: HealthRequirement
+    public var targets: [TargetConfig]
+
+    public init(health: HealthRequirement, targets: [TargetConfig]) {
+        self.health = health
+        self.targets = targets
+    }
+}
+
+/// How many targets must be healthy for `/health` to answer 200.
+public enum HealthRequirement: Sendable, Equatable {
+    case all
+    case any
+    case atLeast(Int)
+}
+
+/// What role a target's server must have.
+public enum ExpectedRole: String, Sendable, Equatable, CaseIterable {
+    case primary
+    case standby
+    case any
+}
+
+/// Where the password comes from; read again on every (re)connect so a rotated secret is picked up.
+public enum PasswordSource: Sendable, Equatable {
+    case none
+    case file(String)
+    case environment(String)
+}
+
+/// Exponential backoff settings for reconnecting a broken session.
+public struct BackoffConfig: Sendable, Equatable {
+    public var initial: Duration
+    public var max: Duration
+    public var multiplier: Double
+    /// Fraction in [0, 1]: each delay is spread uniformly over ±jitter of its nominal value.
+    public var jitter: Double
+
+    public init(initial: Duration, max: Duration, multiplier: Double, jitter: Double) {
+        self.initial = initial
+        self.max = max
+        self.multiplier = multiplier
+        self.jitter = jitter
+    }
+
+    public static let `default` = BackoffConfig(
+        initial: .milliseconds(250), max: .seconds(5), multiplier: 2, jitter: 0.2)
+}
+
+/// TCP keepalive settings passed to libpq, so half-open connections are found without a probe.
+public struct KeepaliveConfig: Sendable, Equatable {
+    public var idle: Duration
+    public var interval: Duration
+    public var count: Int
+    /// `tcp_user_timeout`: how long sent data may stay unacknowledged before the kernel drops the connection.
+    public var userTimeout: Duration
+
+    public init(idle: Duration, interval: Duration, count: Int, userTimeout: Duration) {
+        self.idle = idle
+        self.interval = interval
+        self.count = count
+        self.userTimeout = userTimeout
+    }
+
+    public static let `default` = KeepaliveConfig(
+        idle: .seconds(10), interval: .seconds(5), count: 3, userTimeout: .seconds(15))
+}
+
+/// The parts of a DSN worth showing (in `pgconn_target_info`, logs, the landing page). Never the password.
+public struct DSNSummary: Sendable, Equatable {
+    public var host: String
+    public var port: String
+    public var database: String
+    public var user: String
+    public var sslmode: String
+
+    public init(host: String, port: String, database: String, user: String, sslmode: String) {
+        self.host = host
+        self.port = port
+        self.database = database
+        self.user = user
+        self.sslmode = sslmode
+    }
+}
+
+/// One monitored database endpoint with every setting resolved (target values over `defaults`).
+public struct TargetConfig: Sendable, Equatable {
+    public var name: String
+    /// The connection string as written (URI or key=value). May hold a password: never log or show it.
+    public var dsn: String
+    public var summary: DSNSummary
+    public var password: PasswordSource
+    public var query: String
+    public var probeInterval: Duration
+    public var probeTimeout: Duration
+    public var connectTimeout: Duration
+    /// `.zero` turns login checks off.
+    public var loginInterval: Duration
+    public var backoff: BackoffConfig
+    public var keepalives: KeepaliveConfig
+    public var expect: ExpectedRole
+    /// Extra labels for `pgconn_target_info`, sorted by key.
+    public var labels: [(key: String, value: String)]
+
+    public init(
+        name: String, dsn: String, summary: DSNSummary, password: PasswordSource = .none,
+        query: String = "SELECT 1", probeInterval: Duration = .seconds(5), probeTimeout: Duration = .seconds(2),
+        connectTimeout: Duration = .seconds(5), loginInterval: Duration = .seconds(60),
+        backoff: BackoffConfig = .default, keepalives: KeepaliveConfig = .default,
+        expect: ExpectedRole = .any, labels: [(key: String, value: String)] = []
+    ) {
+        self.name = name
+        self.dsn = dsn
+        self.summary = summary
+        self.password = password
+        self.query = query
+        self.probeInterval = probeInterval
+        self.probeTimeout = probeTimeout
+        self.connectTimeout = connectTimeout
+        self.loginInterval = loginInterval
+        self.backoff = backoff
+        self.keepalives = keepalives
+        self.expect = expect
+        self.labels = labels
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.name == rhs.name && lhs.dsn == rhs.dsn && lhs.summary == rhs.summary && lhs.password == rhs.password
+            && lhs.query == rhs.query && lhs.probeInterval == rhs.probeInterval
+            && lhs.probeTimeout == rhs.probeTimeout && lhs.connectTimeout == rhs.connectTimeout
+            && lhs.loginInterval == rhs.loginInterval && lhs.backoff == rhs.backoff
+            && lhs.keepalives == rhs.keepalives && lhs.expect == rhs.expect
+            && lhs.labels.elementsEqual(rhs.labels, by: { $0.key == $1.key && $0.value == $1.value })
+    }
+}

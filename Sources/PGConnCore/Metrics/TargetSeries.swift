@@ -1,0 +1,146 @@
+/// Every exported value of one target, fed by the state machines' observations.
+///
+/// A plain value: the monitor applies observations under the store's lock, a scrape copies the values out
+/// and renders them without it. Reason counters start at 0 for the reasons their family can produce
+/// (so `increase()` sees the first failure); an unexpected reason gets its series when it first happens.
+public struct TargetSeries: Sendable {
+    public let name: String
+    /// `pgconn_target_info` labels after `target`: host, port, database, user, sslmode, then the config's labels.
+    public let infoLabels: [(key: String, value: String)]
+    /// How old the last success may be before `pgconn_up` reads 0 even if no failure was seen (a stalled loop).
+    public let staleAfter: Duration
+    public let loginEnabled: Bool
+
+    public internal(set) var probeHealthy = false
+    public internal(set) var loginUp = false
+    public internal(set) var state: SessionStateMachine.StateName?
+    public internal(set) var probes: UInt64 = 0
+    public internal(set) var probeFailures: [FailureReason: UInt64]
+    public internal(set) var probeDuration = Histogram(bounds: Histogram.probeBounds)
+    public internal(set) var connectDuration = Histogram(bounds: Histogram.connectBounds)
+    public internal(set) var connectionAttempts: UInt64 = 0
+    public internal(set) var connectionFailures: [FailureReason: UInt64]
+    public internal(set) var loginChecks: UInt64 = 0
+    public internal(set) var loginFailures: [FailureReason: UInt64]
+    public internal(set) var disconnects: [FailureReason: UInt64]
+    public internal(set) var resets: UInt64 = 0
+    public internal(set) var consecutiveFailures = 0
+    /// Unix seconds of the last successful probe, 0 before the first.
+    public internal(set) var lastSuccess: Double = 0
+    /// Unix seconds when the current session was established, 0 without a session.
+    public internal(set) var sessionStart: Double = 0
+    public internal(set) var outages: UInt64 = 0
+    public internal(set) var outageDuration = Histogram(bounds: Histogram.outageBounds)
+    public internal(set) var downtime: Double = 0
+    public internal(set) var backoff: Double = 0
+    public internal(set) var serverVersion: String?
+    public internal(set) var inRecovery: Bool?
+    public internal(set) var serverStartTime: Double?
+    /// Set when a reconnect found a different postmaster start time; the monitor logs it once and clears it.
+    public internal(set) var restartDetected = false
+
+    /// Reasons a failed connect can have (session connects and login checks).
+    static let connectReasons: [FailureReason] = FailureReason.allCases.filter {
+        ![.queryError, .readOnly, .idleTimeout].contains($0)
+    }
+    /// Reasons a probe on an established session can fail with.
+    static let probeReasons: [FailureReason] = [
+        .timeout, .network, .tls, .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost, .queryError,
+        .readOnly, .other,
+    ]
+    /// Reasons an established session can be lost for.
+    static let disconnectReasons: [FailureReason] = [
+        .timeout, .network, .tls, .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost, .other,
+    ]
+
+    public init(config: TargetConfig) {
+        name = config.name
+        var labels: [(key: String, value: String)] = [
+            ("host", config.summary.host), ("port", config.summary.port), ("database", config.summary.database),
+            ("user", config.summary.user), ("sslmode", config.summary.sslmode),
+        ]
+        labels.append(contentsOf: config.labels)
+        infoLabels = labels
+        staleAfter = config.probeInterval * 2 + config.probeTimeout
+        loginEnabled = config.loginInterval > .zero
+        probeFailures = Self.zeroes(Self.probeReasons)
+        connectionFailures = Self.zeroes(Self.connectReasons)
+        loginFailures = Self.zeroes(Self.connectReasons)
+        disconnects = Self.zeroes(Self.disconnectReasons)
+    }
+
+    private static func zeroes(_ reasons: [FailureReason]) -> [FailureReason: UInt64] {
+        Dictionary(uniqueKeysWithValues: reasons.map { ($0, 0) })
+    }
+
+    /// Applies what the session's state machine observed. `wallClock` is Unix seconds, for timestamps.
+    public mutating func apply(_ observation: SessionStateMachine.Observation, wallClock: Double) {
+        switch observation {
+        case .connectionAttempt:
+            connectionAttempts += 1
+        case .connected(let duration):
+            connectDuration.observe(duration.seconds)
+            sessionStart = wallClock
+        case .connectionFailed(let failure, _):
+            connectionFailures[failure.reason, default: 0] += 1
+        case .facts(let facts):
+            if let version = facts.version { serverVersion = version }
+            if let recovery = facts.inRecovery { inRecovery = recovery }
+            if let start = facts.startTime {
+                if let previous = serverStartTime, abs(previous - start) > 0.5 { restartDetected = true }
+                serverStartTime = start
+            }
+        case .probeSucceeded(let duration, let recovery):
+            probes += 1
+            probeDuration.observe(duration.seconds)
+            lastSuccess = wallClock
+            if let recovery { inRecovery = recovery }
+        case .probeFailed(let failure):
+            probes += 1
+            probeFailures[failure.reason, default: 0] += 1
+        case .disconnected(let failure):
+            disconnects[failure.reason, default: 0] += 1
+            sessionStart = 0
+        case .reset:
+            resets += 1
+            sessionStart = 0
+        case .stateChanged(_, let to, _):
+            state = to
+        case .healthChanged(let up, _):
+            probeHealthy = up
+        case .outageStarted:
+            outages += 1
+        case .outageEnded(let duration):
+            outageDuration.observe(duration.seconds)
+        case .downtime(let duration):
+            downtime += duration.seconds
+        }
+    }
+
+    /// Applies what the login check observed.
+    public mutating func apply(_ observation: LoginCheckStateMachine.Observation) {
+        switch observation {
+        case .succeeded(let duration):
+            loginChecks += 1
+            connectDuration.observe(duration.seconds)
+        case .failed(let failure, _):
+            loginChecks += 1
+            loginFailures[failure.reason, default: 0] += 1
+        case .healthChanged(let up, _):
+            loginUp = up
+        }
+    }
+
+    /// Copies the gauges that the state machine holds as state rather than as observations.
+    public mutating func sync(with session: SessionStateMachine) {
+        state = session.stateName
+        consecutiveFailures = session.consecutiveFailures
+        backoff = session.backoffDelay.seconds
+        probeHealthy = session.isHealthy
+    }
+
+    /// `pgconn_up` at scrape time: healthy, and the last success is recent enough to trust.
+    public func isUp(wallClock: Double) -> Bool {
+        probeHealthy && wallClock - lastSuccess <= staleAfter.seconds
+    }
+}

@@ -1,0 +1,318 @@
+/// The lifecycle of one target's persistent session, as a value: events in, actions and observations out.
+///
+/// The I/O code (the monitor) owns the libpq connection and only does what the returned ``Action``s say;
+/// everything that decides (timeouts, backoff, what a failure means, outages) lives here, with `now`
+/// passed into every event so tests can run any scenario without a clock or a database.
+///
+/// States and their valid transitions:
+///
+///     idle ──start──► connecting ──connected──► up ──connectionLost / probe timeout──► backoff
+///                       │  ▲                     │                                        │
+///                       │  └──── reset ◄─────────┘ (failed probe left a transaction open)  │
+///                       └──connectFailed / connect timeout──► backoff ──timer──► connecting
+///     any ──stop──► stopped
+///
+/// While `up` the session cycles through reading server facts (once per connection), waiting, and probing.
+/// A probe that fails on a working connection (a query error, the wrong role) keeps the session; one that
+/// times out discards it, because a connection that stopped answering cannot be trusted again.
+public struct SessionStateMachine: Sendable {
+    /// The states exported in `pgconn_state{state}`.
+    public enum StateName: String, CaseIterable, Sendable {
+        case connecting
+        case up
+        case backoff
+    }
+
+    /// What the I/O code must do next.
+    public enum Action: Equatable, Sendable {
+        /// Start a non-blocking connect; report `connected` or `connectFailed`.
+        case openConnection
+        /// Send the server-facts query on the session; report `factsRead`.
+        case sendFactsQuery
+        /// Send the probe query on the session; report `probeSucceeded` or `probeFailed`.
+        case sendProbe
+        /// Close and forget the session's connection; no further events come from it.
+        case closeConnection
+    }
+
+    /// What happened, for metrics and logs. Counters and histograms are fed from these.
+    public enum Observation: Equatable, Sendable {
+        case connectionAttempt
+        case connected(duration: Duration)
+        case connectionFailed(Failure, duration: Duration)
+        case facts(ServerFacts)
+        case probeSucceeded(duration: Duration, inRecovery: Bool?)
+        case probeFailed(Failure)
+        /// An established session was lost.
+        case disconnected(Failure)
+        /// A broken or dirty session was discarded and reconnection started.
+        case reset
+        case stateChanged(from: StateName?, to: StateName, failure: Failure?)
+        /// `pgconn_up` flipped; logged once per flip, never per probe.
+        case healthChanged(up: Bool, failure: Failure?)
+        case outageStarted
+        case outageEnded(duration: Duration)
+        /// Time spent in an outage since the last accounting, so downtime grows during an outage.
+        case downtime(Duration)
+    }
+
+    /// The result of one event.
+    public struct Output: Equatable, Sendable {
+        public var actions: [Action] = []
+        public var observations: [Observation] = []
+
+        public init(actions: [Action] = [], observations: [Observation] = []) {
+            self.actions = actions
+            self.observations = observations
+        }
+    }
+
+    enum State: Equatable, Sendable {
+        case idle
+        case connecting(started: MonotonicInstant)
+        case up(since: MonotonicInstant, phase: UpPhase)
+        case backoff(until: MonotonicInstant, delay: Duration)
+        case stopped
+    }
+
+    enum UpPhase: Equatable, Sendable {
+        case readingFacts(started: MonotonicInstant)
+        case waiting(nextProbe: MonotonicInstant)
+        case probing(started: MonotonicInstant)
+    }
+
+    public let config: TargetConfig
+    private(set) var state: State = .idle
+    private var backoff: Backoff
+    /// True while the last probe succeeded; drives `pgconn_up`.
+    public private(set) var isHealthy = false
+    /// Probe and connection failures since the last successful probe.
+    public private(set) var consecutiveFailures = 0
+    public private(set) var lastFailure: Failure?
+    private var outageStart: MonotonicInstant?
+    private var downtimeAccountedUntil: MonotonicInstant?
+
+    public init(config: TargetConfig, seed: UInt64) {
+        self.config = config
+        self.backoff = Backoff(config: config.backoff, seed: seed)
+    }
+
+    // MARK: - Reading the state
+
+    /// The exported state, `nil` before start and after stop.
+    public var stateName: StateName? {
+        switch state {
+        case .idle, .stopped: nil
+        case .connecting: .connecting
+        case .up: .up
+        case .backoff: .backoff
+        }
+    }
+
+    /// The current reconnect delay, zero unless in backoff.
+    public var backoffDelay: Duration {
+        if case .backoff(_, let delay) = state { return delay }
+        return .zero
+    }
+
+    /// When `timerFired` must be called next, or `nil` when nothing is scheduled.
+    public var deadline: MonotonicInstant? {
+        switch state {
+        case .idle, .stopped: nil
+        case .connecting(let started): started + config.connectTimeout
+        case .backoff(let until, _): until
+        case .up(_, .readingFacts(let started)), .up(_, .probing(let started)): started + config.probeTimeout
+        case .up(_, .waiting(let next)): next
+        }
+    }
+
+    /// Whether the session currently holds a connection (connecting or up).
+    public var hasConnection: Bool {
+        switch state {
+        case .connecting, .up: true
+        case .idle, .backoff, .stopped: false
+        }
+    }
+
+    // MARK: - Events
+
+    /// Begins monitoring: the first connection attempt starts at once.
+    public mutating func start(now: MonotonicInstant) -> Output {
+        guard case .idle = state else { return Output() }
+        var output = Output()
+        beginConnecting(now: now, from: nil, failure: nil, into: &output)
+        return output
+    }
+
+    /// The non-blocking connect completed and the session is ready for queries.
+    public mutating func connected(now: MonotonicInstant) -> Output {
+        guard case .connecting(let started) = state else { return Output() }
+        state = .up(since: now, phase: .readingFacts(started: now))
+        return Output(
+            actions: [.sendFactsQuery],
+            observations: [
+                .connected(duration: now - started),
+                .stateChanged(from: .connecting, to: .up, failure: nil),
+            ])
+    }
+
+    /// The connect failed (refused, authentication, DNS, ...).
+    public mutating func connectFailed(_ failure: Failure, now: MonotonicInstant) -> Output {
+        guard case .connecting(let started) = state else { return Output() }
+        var output = Output(actions: [.closeConnection])
+        output.observations.append(.connectionFailed(failure, duration: now - started))
+        recordFailure(failure, now: now, into: &output)
+        beginBackoff(now: now, from: .connecting, failure: failure, into: &output)
+        return output
+    }
+
+    /// The server-facts query finished; `nil` facts when the server could not answer it (a pooler, say).
+    public mutating func factsRead(_ facts: ServerFacts?, now: MonotonicInstant) -> Output {
+        guard case .up(let since, .readingFacts) = state else { return Output() }
+        var output = Output()
+        if let facts { output.observations.append(.facts(facts)) }
+        state = .up(since: since, phase: .probing(started: now))
+        output.actions.append(.sendProbe)
+        return output
+    }
+
+    /// The probe query returned rows. `inRecovery` is reported when the probe also asked for the role.
+    public mutating func probeSucceeded(inRecovery: Bool?, now: MonotonicInstant) -> Output {
+        guard case .up(let since, .probing(let started)) = state else { return Output() }
+        state = .up(since: since, phase: .waiting(nextProbe: started + config.probeInterval))
+        if let inRecovery, let failure = roleMismatch(inRecovery: inRecovery) {
+            var output = Output(observations: [.probeFailed(failure)])
+            recordFailure(failure, now: now, into: &output)
+            return output
+        }
+        var output = Output(observations: [.probeSucceeded(duration: now - started, inRecovery: inRecovery)])
+        backoff.reset()
+        consecutiveFailures = 0
+        lastFailure = nil
+        if let outageStart {
+            accountDowntime(now: now, into: &output)
+            output.observations.append(.outageEnded(duration: now - outageStart))
+            self.outageStart = nil
+            downtimeAccountedUntil = nil
+        }
+        if !isHealthy {
+            isHealthy = true
+            output.observations.append(.healthChanged(up: true, failure: nil))
+        }
+        return output
+    }
+
+    /// The probe failed but the connection still works (a query error).
+    ///
+    /// - Parameter leftTransactionOpen: the failure left the session inside a transaction (or an aborted one);
+    ///   it is then discarded and reopened at once, so the next probe starts clean.
+    public mutating func probeFailed(_ failure: Failure, leftTransactionOpen: Bool, now: MonotonicInstant) -> Output {
+        guard case .up(let since, .probing(let started)) = state else { return Output() }
+        var output = Output(observations: [.probeFailed(failure)])
+        recordFailure(failure, now: now, into: &output)
+        if leftTransactionOpen {
+            output.actions.append(.closeConnection)
+            output.observations.append(.reset)
+            beginConnecting(now: now, from: .up, failure: failure, into: &output)
+        } else {
+            state = .up(since: since, phase: .waiting(nextProbe: started + config.probeInterval))
+        }
+        return output
+    }
+
+    /// The established session broke: the server closed it, the socket failed, or keepalives gave up.
+    public mutating func connectionLost(_ failure: Failure, now: MonotonicInstant) -> Output {
+        guard case .up(_, let phase) = state else { return Output() }
+        var output = Output(actions: [.closeConnection])
+        if case .probing = phase { output.observations.append(.probeFailed(failure)) }
+        output.observations.append(.disconnected(failure))
+        output.observations.append(.reset)
+        recordFailure(failure, now: now, into: &output)
+        beginBackoff(now: now, from: .up, failure: failure, into: &output)
+        return output
+    }
+
+    /// The deadline passed (see ``deadline``): a timeout, the next probe, or the end of a backoff.
+    public mutating func timerFired(now: MonotonicInstant) -> Output {
+        guard let deadline, now >= deadline else { return Output() }
+        switch state {
+        case .idle, .stopped:
+            return Output()
+        case .connecting:
+            let failure = Failure(
+                reason: .timeout, message: "connect timed out after \(config.connectTimeout.prometheusString)")
+            return connectFailed(failure, now: now)
+        case .up(_, .readingFacts), .up(_, .probing):
+            let failure = Failure(
+                reason: .timeout, message: "no answer within probe_timeout \(config.probeTimeout.prometheusString)")
+            return connectionLost(failure, now: now)
+        case .up(let since, .waiting):
+            state = .up(since: since, phase: .probing(started: now))
+            return Output(actions: [.sendProbe])
+        case .backoff:
+            var output = Output()
+            beginConnecting(now: now, from: .backoff, failure: nil, into: &output)
+            return output
+        }
+    }
+
+    /// Stops monitoring and closes the session.
+    public mutating func stop() -> Output {
+        let hadConnection = hasConnection
+        state = .stopped
+        return Output(actions: hadConnection ? [.closeConnection] : [])
+    }
+
+    // MARK: - Transitions
+
+    private mutating func beginConnecting(
+        now: MonotonicInstant, from: StateName?, failure: Failure?, into output: inout Output
+    ) {
+        state = .connecting(started: now)
+        output.actions.append(.openConnection)
+        output.observations.append(.connectionAttempt)
+        if from != .connecting {
+            output.observations.append(.stateChanged(from: from, to: .connecting, failure: failure))
+        }
+    }
+
+    private mutating func beginBackoff(now: MonotonicInstant, from: StateName, failure: Failure, into output: inout Output) {
+        let delay = backoff.next()
+        state = .backoff(until: now + delay, delay: delay)
+        output.observations.append(.stateChanged(from: from, to: .backoff, failure: failure))
+    }
+
+    /// Counts a failure toward the outage and the health gauge.
+    private mutating func recordFailure(_ failure: Failure, now: MonotonicInstant, into output: inout Output) {
+        consecutiveFailures += 1
+        lastFailure = failure
+        if outageStart == nil {
+            outageStart = now
+            downtimeAccountedUntil = now
+            output.observations.append(.outageStarted)
+        } else {
+            accountDowntime(now: now, into: &output)
+        }
+        if isHealthy {
+            isHealthy = false
+            output.observations.append(.healthChanged(up: false, failure: failure))
+        }
+    }
+
+    private mutating func accountDowntime(now: MonotonicInstant, into output: inout Output) {
+        guard let accounted = downtimeAccountedUntil, now > accounted else { return }
+        output.observations.append(.downtime(now - accounted))
+        downtimeAccountedUntil = now
+    }
+
+    private func roleMismatch(inRecovery: Bool) -> Failure? {
+        switch (config.expect, inRecovery) {
+        case (.primary, true):
+            Failure(reason: .readOnly, message: "server is in recovery (a standby) but expect is primary")
+        case (.standby, false):
+            Failure(reason: .readOnly, message: "server is not in recovery (a primary) but expect is standby")
+        default:
+            nil
+        }
+    }
+}

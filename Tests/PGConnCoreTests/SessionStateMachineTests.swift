@@ -1,0 +1,265 @@
+import Testing
+
+@testable import PGConnCore
+
+/// Scripts of the session lifecycle, one event at a time, with a manual clock.
+@Suite struct SessionStateMachineTests {
+    typealias Machine = SessionStateMachine
+
+    static let config = TargetConfig(
+        name: "primary", dsn: "host=db", summary: DSNSummary(host: "db", port: "5432", database: "postgres", user: "u", sslmode: "prefer"),
+        probeInterval: .seconds(5), probeTimeout: .seconds(2), connectTimeout: .seconds(3),
+        backoff: BackoffConfig(initial: .seconds(1), max: .seconds(4), multiplier: 2, jitter: 0))
+
+    func at(_ seconds: Double) -> MonotonicInstant { MonotonicInstant(nanoseconds: Int64(seconds * 1e9)) }
+    let refused = Failure(reason: .refused, message: "Connection refused")
+    let terminated = Failure(reason: .adminShutdown, sqlstate: "57P01", message: "terminating connection")
+
+    /// A machine that is up with facts read and the first probe answered at t=0.1.
+    func upMachine(config: TargetConfig = Self.config) -> Machine {
+        var machine = Machine(config: config, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connected(now: at(0.05))
+        _ = machine.factsRead(ServerFacts(version: "15.18"), now: at(0.06))
+        _ = machine.probeSucceeded(inRecovery: nil, now: at(0.1))
+        return machine
+    }
+
+    @Test func startOpensAConnectionAndCountsTheAttempt() {
+        var machine = Machine(config: Self.config, seed: 1)
+        #expect(machine.stateName == nil)
+        #expect(machine.deadline == nil)
+        let output = machine.start(now: at(0))
+        #expect(output.actions == [.openConnection])
+        #expect(output.observations == [.connectionAttempt, .stateChanged(from: nil, to: .connecting, failure: nil)])
+        #expect(machine.stateName == .connecting)
+        #expect(machine.deadline == at(3))
+        #expect(machine.start(now: at(1)) == Machine.Output(), "a second start is ignored")
+    }
+
+    @Test func connectedReadsFactsThenProbes() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        let connected = machine.connected(now: at(0.25))
+        #expect(connected.actions == [.sendFactsQuery])
+        #expect(connected.observations == [
+            .connected(duration: .milliseconds(250)), .stateChanged(from: .connecting, to: .up, failure: nil),
+        ])
+        #expect(machine.deadline == at(2.25), "the facts query has probe_timeout")
+
+        let facts = ServerFacts(version: "15.18", inRecovery: false, startTime: 1000)
+        let read = machine.factsRead(facts, now: at(0.3))
+        #expect(read.actions == [.sendProbe])
+        #expect(read.observations == [.facts(facts)])
+
+        let probed = machine.probeSucceeded(inRecovery: false, now: at(0.31))
+        #expect(probed.actions.isEmpty)
+        #expect(probed.observations == [
+            .probeSucceeded(duration: .milliseconds(10), inRecovery: false), .healthChanged(up: true, failure: nil),
+        ])
+        #expect(machine.isHealthy)
+        #expect(machine.deadline == at(5.3), "next probe one interval after this one started")
+    }
+
+    @Test func factsTheServerCannotAnswerAreSkipped() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connected(now: at(0.1))
+        let read = machine.factsRead(nil, now: at(0.2))
+        #expect(read == Machine.Output(actions: [.sendProbe], observations: []))
+    }
+
+    @Test func probesRunEveryIntervalAndSuccessIsNotLoggedAgain() {
+        var machine = upMachine()
+        #expect(machine.timerFired(now: at(4.9)) == Machine.Output(), "an early timer does nothing")
+        #expect(machine.timerFired(now: at(5.06)).actions == [.sendProbe])
+        let second = machine.probeSucceeded(inRecovery: nil, now: at(5.07))
+        #expect(second.observations == [.probeSucceeded(duration: .milliseconds(10), inRecovery: nil)])
+        #expect(machine.deadline == at(10.06))
+    }
+
+    @Test func connectFailureBacksOffExponentiallyAndCapped() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        let failed = machine.connectFailed(refused, now: at(0.01))
+        #expect(failed.actions == [.closeConnection])
+        #expect(failed.observations == [
+            .connectionFailed(refused, duration: .milliseconds(10)), .outageStarted,
+            .stateChanged(from: .connecting, to: .backoff, failure: refused),
+        ])
+        #expect(machine.stateName == .backoff)
+        #expect(machine.backoffDelay == .seconds(1))
+        #expect(machine.consecutiveFailures == 1)
+
+        var now = 0.01
+        var delays: [Duration] = [machine.backoffDelay]
+        for _ in 0..<4 {
+            now += machine.backoffDelay.seconds
+            let retry = machine.timerFired(now: at(now))
+            #expect(retry.actions == [.openConnection])
+            #expect(retry.observations == [
+                .connectionAttempt, .stateChanged(from: .backoff, to: .connecting, failure: nil),
+            ])
+            _ = machine.connectFailed(refused, now: at(now))
+            delays.append(machine.backoffDelay)
+        }
+        #expect(delays == [.seconds(1), .seconds(2), .seconds(4), .seconds(4), .seconds(4)])
+        #expect(machine.consecutiveFailures == 5)
+    }
+
+    @Test func connectTimeoutIsAFailureWithReasonTimeout() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        let output = machine.timerFired(now: at(3))
+        #expect(output.actions == [.closeConnection])
+        guard case .connectionFailed(let failure, let duration) = output.observations.first else {
+            Issue.record("expected a connection failure, got \(output.observations)")
+            return
+        }
+        #expect(failure.reason == .timeout)
+        #expect(failure.message == "connect timed out after 3s")
+        #expect(duration == .seconds(3))
+        #expect(machine.stateName == .backoff)
+    }
+
+    @Test func terminatedSessionIsCountedResetAndReconnected() {
+        var machine = upMachine()
+        let lost = machine.connectionLost(terminated, now: at(1))
+        #expect(lost.actions == [.closeConnection])
+        #expect(lost.observations == [
+            .disconnected(terminated), .reset, .outageStarted, .healthChanged(up: false, failure: terminated),
+            .stateChanged(from: .up, to: .backoff, failure: terminated),
+        ])
+        #expect(!machine.isHealthy)
+        #expect(machine.deadline == at(2), "first reconnect after backoff.initial")
+        #expect(machine.timerFired(now: at(2)).actions == [.openConnection])
+        _ = machine.connected(now: at(2.1))
+        _ = machine.factsRead(nil, now: at(2.2))
+        let back = machine.probeSucceeded(inRecovery: nil, now: at(2.5))
+        #expect(back.observations == [
+            .probeSucceeded(duration: .milliseconds(300), inRecovery: nil), .downtime(.milliseconds(1500)),
+            .outageEnded(duration: .milliseconds(1500)), .healthChanged(up: true, failure: nil),
+        ])
+        #expect(machine.consecutiveFailures == 0)
+    }
+
+    @Test func successfulProbeResetsTheBackoff() {
+        var machine = upMachine()
+        _ = machine.connectionLost(terminated, now: at(1))
+        _ = machine.timerFired(now: at(2))
+        _ = machine.connectFailed(refused, now: at(2))
+        #expect(machine.backoffDelay == .seconds(2))
+        _ = machine.timerFired(now: at(4))
+        _ = machine.connected(now: at(4))
+        _ = machine.factsRead(nil, now: at(4))
+        _ = machine.probeSucceeded(inRecovery: nil, now: at(4))
+        _ = machine.connectionLost(terminated, now: at(5))
+        #expect(machine.backoffDelay == .seconds(1))
+    }
+
+    @Test func lossDuringAProbeAlsoFailsTheProbe() {
+        var machine = upMachine()
+        _ = machine.timerFired(now: at(5.06))
+        let lost = machine.connectionLost(terminated, now: at(5.1))
+        #expect(lost.observations.prefix(3) == [.probeFailed(terminated), .disconnected(terminated), .reset])
+    }
+
+    @Test func probeTimeoutDiscardsTheSession() {
+        var machine = upMachine()
+        _ = machine.timerFired(now: at(5.06))
+        #expect(machine.deadline == at(7.06))
+        let output = machine.timerFired(now: at(7.06))
+        #expect(output.actions == [.closeConnection])
+        let timeout = Failure(reason: .timeout, message: "no answer within probe_timeout 2s")
+        #expect(output.observations.prefix(3) == [.probeFailed(timeout), .disconnected(timeout), .reset])
+        #expect(machine.stateName == .backoff)
+    }
+
+    @Test func factsQueryTimeoutDiscardsTheSession() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connected(now: at(0))
+        let output = machine.timerFired(now: at(2))
+        #expect(output.actions == [.closeConnection])
+        #expect(output.observations.first == .disconnected(Failure(reason: .timeout, message: "no answer within probe_timeout 2s")))
+    }
+
+    @Test func queryErrorKeepsTheSessionWhenNoTransactionIsLeftOpen() {
+        var machine = upMachine()
+        _ = machine.timerFired(now: at(5.06))
+        let error = Failure(reason: .queryError, sqlstate: "42P01", message: "relation does not exist")
+        let output = machine.probeFailed(error, leftTransactionOpen: false, now: at(5.07))
+        #expect(output.actions.isEmpty)
+        #expect(output.observations == [.probeFailed(error), .outageStarted, .healthChanged(up: false, failure: error)])
+        #expect(machine.stateName == .up)
+        #expect(machine.deadline == at(10.06))
+    }
+
+    @Test func queryErrorInsideATransactionResetsAtOnce() {
+        var machine = upMachine()
+        _ = machine.timerFired(now: at(5.06))
+        let error = Failure(reason: .queryError, sqlstate: "25P02", message: "current transaction is aborted")
+        let output = machine.probeFailed(error, leftTransactionOpen: true, now: at(5.07))
+        #expect(output.actions == [.closeConnection, .openConnection])
+        #expect(output.observations == [
+            .probeFailed(error), .outageStarted, .healthChanged(up: false, failure: error), .reset,
+            .connectionAttempt, .stateChanged(from: .up, to: .connecting, failure: error),
+        ])
+    }
+
+    @Test(arguments: [
+        (ExpectedRole.primary, true, true), (.primary, false, false), (.standby, false, true), (.standby, true, false),
+        (.any, true, false), (.any, false, false),
+    ])
+    func wrongRoleFailsTheProbeWithReadOnly(expect: ExpectedRole, inRecovery: Bool, fails: Bool) {
+        var config = Self.config
+        config.expect = expect
+        var machine = Machine(config: config, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connected(now: at(0))
+        _ = machine.factsRead(nil, now: at(0))
+        let output = machine.probeSucceeded(inRecovery: inRecovery, now: at(0.01))
+        if fails {
+            guard case .probeFailed(let failure) = output.observations.first else {
+                Issue.record("expected a failed probe, got \(output.observations)")
+                return
+            }
+            #expect(failure.reason == .readOnly)
+            #expect(!machine.isHealthy)
+            #expect(machine.stateName == .up, "the session is kept: the role may change back")
+        } else {
+            #expect(machine.isHealthy)
+        }
+    }
+
+    @Test func downtimeGrowsDuringAnOutage() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connectFailed(refused, now: at(0))
+        _ = machine.timerFired(now: at(1))
+        let second = machine.connectFailed(refused, now: at(1))
+        #expect(second.observations.contains(.downtime(.seconds(1))))
+        #expect(!second.observations.contains(.outageStarted), "one outage, however many failures")
+    }
+
+    @Test func stopClosesTheConnectionAndIgnoresLaterEvents() {
+        var machine = upMachine()
+        #expect(machine.stop().actions == [.closeConnection])
+        #expect(machine.deadline == nil)
+        #expect(machine.connectionLost(terminated, now: at(9)) == Machine.Output())
+        var backingOff = Machine(config: Self.config, seed: 1)
+        _ = backingOff.start(now: at(0))
+        _ = backingOff.connectFailed(refused, now: at(0))
+        #expect(backingOff.stop().actions.isEmpty, "nothing to close while backing off")
+    }
+
+    @Test func eventsInTheWrongStateAreIgnored() {
+        var machine = Machine(config: Self.config, seed: 1)
+        #expect(machine.connected(now: at(0)) == Machine.Output())
+        #expect(machine.probeSucceeded(inRecovery: nil, now: at(0)) == Machine.Output())
+        #expect(machine.timerFired(now: at(100)) == Machine.Output())
+        _ = machine.start(now: at(0))
+        #expect(machine.factsRead(nil, now: at(0)) == Machine.Output())
+        #expect(machine.connectionLost(terminated, now: at(0)) == Machine.Output())
+    }
+}

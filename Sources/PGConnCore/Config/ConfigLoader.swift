@@ -1,0 +1,345 @@
+#if canImport(Glibc)
+    internal import Glibc
+#elseif canImport(Darwin)
+    internal import Darwin
+#endif
+internal import Yams
+
+/// Turns the YAML config (DESIGN.md section 5) into a ``ValidatedConfig``, or every reason it cannot.
+///
+/// The YAML is composed into a node tree with Yams and walked by hand, so unknown keys are rejected and every
+/// error names its path (`targets[2].dsn: ...`). Problems are collected in one pass rather than stopping at the
+/// first. Connection strings are checked by the injected `parseDSN`, because libpq's parser lives outside the
+/// core; password files are not read here but on every connect, so a rotated secret needs no reload.
+public enum ConfigLoader {
+    /// Loads a config from YAML text.
+    public static func load(
+        yaml: String, parseDSN: (String) -> Result<DSNSummary, DSNError>
+    ) -> Result<ValidatedConfig, ConfigError> {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            return .failure(ConfigError(messages: [syntaxMessage(error)]))
+        } catch {
+            return .failure(ConfigError(messages: ["invalid YAML: \(error)"]))
+        }
+        var reader = ConfigReader()
+        let config = readConfig(root ?? Node.mapping(.init([])), reader: &reader, parseDSN: parseDSN)
+        if let config, reader.messages.isEmpty { return .success(config) }
+        return .failure(ConfigError(messages: reader.messages))
+    }
+
+    /// Loads a config from a file; a file that cannot be read gives one message naming it.
+    public static func load(
+        file path: String, parseDSN: (String) -> Result<DSNSummary, DSNError>
+    ) -> Result<ValidatedConfig, ConfigError> {
+        let bytes: [UInt8]
+        switch readFile(path) {
+        case .success(let contents): bytes = contents
+        case .failure(let problem):
+            return .failure(ConfigError(messages: ["cannot read config file \"\(path)\": \(problem.message)"]))
+        }
+        guard let yaml = String(validating: bytes, as: UTF8.self) else {
+            return .failure(ConfigError(messages: ["cannot read config file \"\(path)\": not valid UTF-8"]))
+        }
+        return load(yaml: yaml, parseDSN: parseDSN)
+    }
+
+    // MARK: - Sections
+
+    private static let topLevelKeys: Set<String> = ["defaults", "health", "targets"]
+    private static let targetKeys: Set<String> = [
+        "name", "dsn", "password_file", "password_env", "expect", "labels",
+    ]
+    /// Labels `pgconn_target_info` sets itself.
+    private static let reservedLabels: Set<String> = ["target", "host", "port", "database", "user", "sslmode"]
+
+    /// Walks the whole document; returns `nil` when a required part is missing (the reader holds why).
+    private static func readConfig(
+        _ root: Node, reader: inout ConfigReader, parseDSN: (String) -> Result<DSNSummary, DSNError>
+    ) -> ValidatedConfig? {
+        guard
+            let entries = reader.mapping(
+                root, at: "", expected: "a mapping with defaults, health and targets at the top level",
+                revealing: false)
+        else { return nil }
+        for (key, _) in entries where !topLevelKeys.contains(key) {
+            reader.report(key, "unknown key")
+        }
+        let section = { (name: String) in entries.first(where: { $0.key == name })?.value }
+
+        var defaults = ProbeSettings.builtIn
+        if let node = section("defaults") {
+            defaults = readDefaults(node, reader: &reader)
+        }
+
+        var targets: [TargetConfig] = []
+        var targetCount = 0
+        switch section("targets") {
+        case .sequence(let list)?:
+            targetCount = list.count
+            targets = readTargets(Array(list), defaults: defaults, reader: &reader, parseDSN: parseDSN)
+            if targetCount == 0 { reader.report("targets", "at least one target is required") }
+        case let node? where !ConfigReader.isNull(node):
+            reader.report(
+                "targets", "expected a sequence of targets, got \(ConfigReader.describe(node, revealing: false))")
+        default:
+            reader.report("targets", "at least one target is required")
+        }
+
+        var health = HealthRequirement.all
+        if let node = section("health") {
+            health = readHealth(node, targetCount: targetCount, reader: &reader)
+        }
+        guard targets.count == targetCount, targetCount > 0 else { return nil }
+        return ValidatedConfig(health: health, targets: targets)
+    }
+
+    private static func readDefaults(_ node: Node, reader: inout ConfigReader) -> ProbeSettings {
+        guard let entries = reader.mapping(node, at: "defaults") else { return .builtIn }
+        var overrides = ProbeSettingsOverrides()
+        for (key, value) in entries {
+            let path = ConfigReader.path("defaults", key)
+            if ProbeSettingsOverrides.keys.contains(key) {
+                overrides.read(key: key, value: value, path: path, reader: &reader)
+            } else {
+                reader.report(path, "unknown key")
+            }
+        }
+        let resolved = ProbeSettings.builtIn.applying(overrides)
+        overrides.checkConsistency(of: resolved, path: "defaults", reader: &reader)
+        return resolved
+    }
+
+    private static func readHealth(_ node: Node, targetCount: Int, reader: inout ConfigReader) -> HealthRequirement {
+        guard let entries = reader.mapping(node, at: "health") else { return .all }
+        var requirement = HealthRequirement.all
+        for (key, value) in entries {
+            let path = ConfigReader.path("health", key)
+            guard key == "require" else {
+                reader.report(path, "unknown key")
+                continue
+            }
+            let text = if case .scalar(let scalar) = value { scalar.string } else { "" }
+            switch text {
+            case "all": requirement = .all
+            case "any": requirement = .any
+            default:
+                guard let count = Int(text), count >= 1 else {
+                    reader.report(path, "must be \"all\", \"any\" or a positive number of targets")
+                    continue
+                }
+                if targetCount > 0, count > targetCount {
+                    reader.report(path, "requires \(count) healthy targets but only \(targetCount) are configured")
+                }
+                requirement = .atLeast(count)
+            }
+        }
+        return requirement
+    }
+
+    /// Reads every target; the result has one element per valid target, in file order.
+    private static func readTargets(
+        _ nodes: [Node], defaults: ProbeSettings, reader: inout ConfigReader,
+        parseDSN: (String) -> Result<DSNSummary, DSNError>
+    ) -> [TargetConfig] {
+        var firstIndexByName: [String: Int] = [:]
+        var targets: [TargetConfig] = []
+        for (index, node) in nodes.enumerated() {
+            let path = "targets[\(index)]"
+            let before = reader.messages.count
+            guard let entries = reader.mapping(node, at: path, nullIsEmpty: false, revealing: false) else {
+                continue
+            }
+            var name: String?
+            var dsn: String?
+            var summary: DSNSummary?
+            var passwordFile: String?
+            var passwordEnv: String?
+            var expect = ExpectedRole.any
+            var labels: [(key: String, value: String)] = []
+            var overrides = ProbeSettingsOverrides()
+
+            for (key, value) in entries {
+                let keyPath = ConfigReader.path(path, key)
+                switch key {
+                case "name":
+                    guard let text = nonEmptyString(value, at: keyPath, reader: &reader) else { break }
+                    name = text
+                    if let problem = nameProblem(text) {
+                        reader.report(keyPath, problem)
+                    } else if let first = firstIndexByName[text] {
+                        reader.report(keyPath, "duplicate target name \"\(text)\" (first at targets[\(first)])")
+                    } else {
+                        firstIndexByName[text] = index
+                    }
+                case "dsn":
+                    // Never echo the value: it may hold a password.
+                    guard case .scalar(let scalar) = value else {
+                        reader.report(keyPath, "expected a string, got \(ConfigReader.describe(value))")
+                        dsn = ""
+                        break
+                    }
+                    dsn = ConfigReader.isNull(value) ? "" : scalar.string
+                    if let text = dsn, text.allSatisfy(\.isWhitespace) {
+                        reader.report(keyPath, "must not be empty")
+                    } else if let text = dsn {
+                        switch parseDSN(text) {
+                        case .success(let parsed): summary = parsed
+                        case .failure(let error): reader.report(keyPath, error.message)
+                        }
+                    }
+                case "password_file":
+                    passwordFile = nonEmptyString(value, at: keyPath, reader: &reader)
+                case "password_env":
+                    passwordEnv = nonEmptyString(value, at: keyPath, reader: &reader)
+                case "expect":
+                    let text = if case .scalar(let scalar) = value { scalar.string } else { "" }
+                    if let role = ExpectedRole(rawValue: text) {
+                        expect = role
+                    } else {
+                        reader.report(keyPath, "must be \"primary\", \"standby\" or \"any\"")
+                    }
+                case "labels":
+                    labels = readLabels(value, at: keyPath, reader: &reader)
+                case _ where ProbeSettingsOverrides.keys.contains(key):
+                    overrides.read(key: key, value: value, path: keyPath, reader: &reader)
+                default:
+                    reader.report(keyPath, "unknown key")
+                }
+            }
+
+            if name == nil, !entries.contains(where: { $0.key == "name" }) {
+                reader.report(ConfigReader.path(path, "name"), "required")
+            }
+            if dsn == nil {
+                reader.report(ConfigReader.path(path, "dsn"), "required")
+            }
+            if passwordFile != nil, passwordEnv != nil {
+                reader.report(path, "password_file and password_env are mutually exclusive")
+            }
+            let settings = defaults.applying(overrides)
+            overrides.checkConsistency(of: settings, path: path, reader: &reader)
+
+            guard reader.messages.count == before, let name, let dsn, let summary else { continue }
+            let password: PasswordSource =
+                if let passwordFile { .file(passwordFile) } else if let passwordEnv { .environment(passwordEnv) } else {
+                    .none
+                }
+            targets.append(
+                TargetConfig(
+                    name: name, dsn: dsn, summary: summary, password: password, query: settings.query,
+                    probeInterval: settings.probeInterval, probeTimeout: settings.probeTimeout,
+                    connectTimeout: settings.connectTimeout, loginInterval: settings.loginInterval,
+                    backoff: settings.backoff, keepalives: settings.keepalives, expect: expect, labels: labels))
+        }
+        return targets
+    }
+
+    /// Why `name` is not a valid target name, or `nil`: it becomes the `target` label and a URL path segment.
+    private static func nameProblem(_ name: String) -> String? {
+        if name.count > 64 { return "must be at most 64 characters (got \(name.count))" }
+        let allowed = name.unicodeScalars.allSatisfy { scalar in
+            scalar.isASCII
+                && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)
+                    || "_.-".unicodeScalars.contains(scalar))
+        }
+        return allowed ? nil : "\"\(name)\" may only contain letters, digits, \"_\", \".\" and \"-\""
+    }
+
+    /// A string that is neither empty nor a key written without a value.
+    private static func nonEmptyString(_ node: Node, at path: String, reader: inout ConfigReader) -> String? {
+        if ConfigReader.isNull(node) {
+            reader.report(path, "must not be empty")
+            return nil
+        }
+        guard let text = reader.string(node, at: path) else { return nil }
+        if text.isEmpty {
+            reader.report(path, "must not be empty")
+            return nil
+        }
+        return text
+    }
+
+    /// Extra `pgconn_target_info` labels, sorted by name.
+    private static func readLabels(
+        _ node: Node, at path: String, reader: inout ConfigReader
+    ) -> [(key: String, value: String)] {
+        guard let entries = reader.mapping(node, at: path, expected: "a mapping of label names to values") else {
+            return []
+        }
+        var labels: [(key: String, value: String)] = []
+        for (key, value) in entries {
+            let keyPath = ConfigReader.path(path, key)
+            if !isLabelName(key) {
+                reader.report(keyPath, "invalid label name (must match [a-zA-Z_][a-zA-Z0-9_]*)")
+            } else if key.hasPrefix("__") {
+                reader.report(keyPath, "label names starting with \"__\" are reserved by Prometheus")
+            } else if reservedLabels.contains(key) {
+                reader.report(keyPath, "reserved label name (pgconn_target_info sets it)")
+            } else if let text = reader.string(value, at: keyPath) {
+                labels.append((key, text))
+            }
+        }
+        return labels.sorted { $0.key < $1.key }
+    }
+
+    private static func isLabelName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, first == "_" || (first.isASCII && first.properties.isAlphabetic)
+        else { return false }
+        return name.unicodeScalars.allSatisfy { scalar in
+            scalar == "_" || (scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)))
+        }
+    }
+
+    // MARK: - Errors from outside the walk
+
+    /// A YAML syntax error as one line: `YAML syntax error at line 3, column 8: <problem> (<context>)`.
+    private static func syntaxMessage(_ error: YamlError) -> String {
+        func context(_ context: YamlError.Context?) -> String {
+            guard let context else { return "" }
+            return " (\(context.text) at line \(context.mark.line), column \(context.mark.column))"
+        }
+        switch error {
+        case .scanner(let ctx, let problem, let mark, _), .parser(let ctx, let problem, let mark, _),
+            .composer(let ctx, let problem, let mark, _):
+            return "YAML syntax error at line \(mark.line), column \(mark.column): \(problem)\(context(ctx))"
+        case .duplicatedKeysInMapping(let duplicates, let ctx):
+            // Yams puts the whole document in `ctx.text`; only the position of the first duplicate is useful.
+            let keys = duplicates.map { "\"\($0)\"" }.joined(separator: ", ")
+            return "YAML error at line \(ctx.mark.line), column \(ctx.mark.column): duplicate key \(keys)"
+        case .reader(let problem, let offset, _, _):
+            return "YAML error at offset \(offset.map(String.init) ?? "?"): \(problem)"
+        default:
+            return "YAML error: \(error)"
+        }
+    }
+
+    /// Why a file could not be read, as `strerror` words it (`no such file or directory`).
+    private struct ReadProblem: Error {
+        var message: String
+
+        init(errno code: Int32) {
+            message = String(cString: strerror(code)).lowercased()
+        }
+    }
+
+    /// The whole file, read with plain POSIX calls so a failure has the system's exact reason.
+    private static func readFile(_ path: String) -> Result<[UInt8], ReadProblem> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(ReadProblem(errno: errno)) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count == 0 { return .success(bytes) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return .failure(ReadProblem(errno: errno))
+            }
+            bytes += chunk[..<count]
+        }
+    }
+}

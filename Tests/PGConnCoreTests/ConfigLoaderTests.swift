@@ -1,0 +1,348 @@
+import Foundation
+import PGConnCore
+import Testing
+
+/// A stand-in for libpq's `PQconninfoParse`: accepts `key=value` strings containing `host=` and
+/// `postgres://` / `postgresql://` URIs, and summarises host, port, dbname, user and sslmode.
+private func fakeParseDSN(_ dsn: String) -> Result<DSNSummary, DSNError> {
+    var fields: [String: String] = [:]
+    if dsn.hasPrefix("postgres") {
+        guard let url = URLComponents(string: dsn) else { return .failure(DSNError(message: "fake: bad URI")) }
+        fields["host"] = url.host
+        fields["port"] = url.port.map(String.init)
+        fields["user"] = url.user
+        fields["dbname"] = url.path.isEmpty ? nil : String(url.path.dropFirst())
+        fields["sslmode"] = url.queryItems?.first(where: { $0.name == "sslmode" })?.value
+    } else if dsn.contains("host=") {
+        for pair in dsn.split(separator: " ") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { fields[parts[0]] = parts[1] }
+        }
+    } else {
+        return .failure(DSNError(message: "fake parser: not a connection string"))
+    }
+    return .success(
+        DSNSummary(
+            host: fields["host"] ?? "", port: fields["port"] ?? "", database: fields["dbname"] ?? "",
+            user: fields["user"] ?? "", sslmode: fields["sslmode"] ?? ""))
+}
+
+private func fixturePath(_ name: String) throws -> String {
+    let url = try #require(Bundle.module.resourceURL).appendingPathComponent("Fixtures/config/\(name)")
+    return url.path
+}
+
+private func load(fixture name: String) throws -> Result<ValidatedConfig, ConfigError> {
+    ConfigLoader.load(file: try fixturePath(name), parseDSN: fakeParseDSN)
+}
+
+private func load(yaml: String) -> Result<ValidatedConfig, ConfigError> {
+    ConfigLoader.load(yaml: yaml, parseDSN: fakeParseDSN)
+}
+
+/// One invalid fixture and every message it must produce, in order.
+struct InvalidConfigCase: Sendable, CustomTestStringConvertible {
+    var file: String
+    var messages: [String]
+    var testDescription: String { file }
+
+    init(_ file: String, _ messages: [String]) {
+        self.file = file
+        self.messages = messages
+    }
+
+    static let all: [InvalidConfigCase] = [
+        .init(
+            "invalid-timeout-not-shorter.yml",
+            ["targets[1].probe_timeout: must be shorter than probe_interval (2s >= 1s)"]),
+        .init(
+            "invalid-defaults-timeout.yml",
+            ["defaults.probe_timeout: must be shorter than probe_interval (5s >= 5s)"]),
+        .init("invalid-empty-dsn.yml", ["targets[0].dsn: must not be empty", "targets[1].dsn: must not be empty"]),
+        .init("invalid-jitter.yml", ["defaults.backoff.jitter: must be between 0 and 1"]),
+        .init(
+            "invalid-duplicate-name.yml", [#"targets[2].name: duplicate target name "primary" (first at targets[0])"#]),
+        .init(
+            "invalid-unknown-keys.yml",
+            [
+                "target: unknown key",
+                "defaults.probe_intreval: unknown key",
+                "defaults.backoff.factor: unknown key",
+                "targets[0].foo: unknown key",
+                "targets[0].keepalives.retries: unknown key",
+                "health.required: unknown key",
+            ]),
+        .init("invalid-health-require.yml", [#"health.require: must be "all", "any" or a positive number of targets"#]),
+        .init("invalid-health-word.yml", [#"health.require: must be "all", "any" or a positive number of targets"#]),
+        .init("invalid-health-too-many.yml", ["health.require: requires 3 healthy targets but only 2 are configured"]),
+        .init(
+            "invalid-types.yml",
+            [
+                "defaults.probe_interval: expected a duration such as 5s, got a sequence",
+                "defaults.probe_timeout: expected a duration such as 5s, got a mapping",
+                "defaults.login_interval: expected a duration such as 5s, got an empty value",
+                "defaults.query: expected a string, got a sequence",
+                #"defaults.backoff: expected a mapping, got "5s""#,
+                #"defaults.keepalives.count: expected a whole number, got "2.5""#,
+                #"targets[0].backoff.multiplier: expected a number, got "fast""#,
+                "targets[0].backoff.jitter: expected a number, got a sequence",
+                "targets[0].labels: expected a mapping of label names to values, got a sequence",
+            ]),
+        .init(
+            "invalid-durations.yml",
+            [
+                #"defaults.probe_interval: invalid duration "5": missing unit after 5 (use ms, s, m, h, d, w, y)"#,
+                #"defaults.probe_timeout: invalid duration "1.5s": fractions are not allowed "#
+                    + "(use a smaller unit, e.g. 1500ms)",
+                #"defaults.connect_timeout: invalid duration "5x": unknown unit "x" (use ms, s, m, h, d, w, y)"#,
+                #"defaults.login_interval: invalid duration "-1m": must not be negative"#,
+                #"defaults.backoff.initial: invalid duration "5s1m": units must go from largest to smallest, "#
+                    + "each at most once",
+            ]),
+        .init(
+            "invalid-ranges.yml",
+            [
+                "defaults.probe_interval: must be greater than 0",
+                "defaults.connect_timeout: must be greater than 0",
+                "defaults.query: must not be empty",
+                "defaults.backoff.initial: must be greater than 0",
+                "defaults.backoff.multiplier: must be at least 1",
+                "defaults.backoff.jitter: must be between 0 and 1",
+                "defaults.keepalives.idle: must be a whole number of seconds (libpq takes seconds)",
+                "defaults.keepalives.interval: must be greater than 0",
+                "defaults.keepalives.count: must be at least 1",
+                "targets[0].backoff.max: must not be shorter than backoff.initial (100ms < 250ms)",
+            ]),
+        .init("invalid-no-targets.yml", ["targets: at least one target is required"]),
+        .init("invalid-empty-file.yml", ["targets: at least one target is required"]),
+        .init("invalid-targets-type.yml", ["targets: expected a sequence of targets, got a mapping"]),
+        .init(
+            "invalid-root-type.yml",
+            ["expected a mapping with defaults, health and targets at the top level, got a sequence"]),
+        // The scalar is not echoed: a DSN written in the wrong place may hold a password.
+        .init("invalid-target-type.yml", ["targets[0]: expected a mapping, got a string"]),
+        .init(
+            "invalid-syntax.yml",
+            [
+                "YAML syntax error at line 4, column 1: found unexpected end of stream "
+                    + "(while scanning a quoted scalar at line 3, column 10)"
+            ]),
+        .init(
+            "invalid-indentation.yml",
+            [
+                "YAML syntax error at line 3, column 4: did not find expected '-' indicator "
+                    + "(while parsing a block collection at line 2, column 3)"
+            ]),
+        .init("invalid-duplicate-key.yml", [#"YAML error at line 2, column 5: duplicate key "name""#]),
+        .init(
+            "invalid-missing-name-dsn.yml",
+            ["targets[0].name: required", "targets[0].dsn: required", "targets[1].name: must not be empty"]),
+        .init(
+            "invalid-names.yml",
+            [
+                #"targets[0].name: "db one" may only contain letters, digits, "_", "." and "-""#,
+                "targets[1].name: must be at most 64 characters (got 69)",
+                #"targets[2].name: "prod/eu" may only contain letters, digits, "_", "." and "-""#,
+            ]),
+        .init(
+            "invalid-password.yml",
+            [
+                "targets[0]: password_file and password_env are mutually exclusive",
+                "targets[1].password_env: must not be empty",
+                "targets[2].password_file: must not be empty",
+            ]),
+        .init("invalid-expect.yml", [#"targets[0].expect: must be "primary", "standby" or "any""#]),
+        .init(
+            "invalid-labels.yml",
+            [
+                "targets[0].labels.cluster-name: invalid label name (must match [a-zA-Z_][a-zA-Z0-9_]*)",
+                "targets[0].labels.host: reserved label name (pgconn_target_info sets it)",
+                #"targets[0].labels.__meta: label names starting with "__" are reserved by Prometheus"#,
+                "targets[0].labels.9lives: invalid label name (must match [a-zA-Z_][a-zA-Z0-9_]*)",
+                "targets[0].labels.team: expected a string, got a mapping",
+            ]),
+        .init(
+            "invalid-dsn.yml",
+            [
+                "targets[0].dsn: fake parser: not a connection string",
+                "targets[1].dsn: expected a string, got a mapping",
+            ]
+        ),
+    ]
+}
+
+@Suite("ConfigLoader")
+struct ConfigLoaderTests {
+    @Test("a full config resolves defaults, overrides and partial overrides")
+    func fullConfig() throws {
+        let config = try load(fixture: "valid-full.yml").get()
+        #expect(config.health == .atLeast(2))
+        #expect(config.targets.map(\.name) == ["primary", "standby-1.eu", "reporting"])
+
+        let primary = config.targets[0]
+        #expect(primary.dsn == "postgresql://monitor@db1:5432/postgres?sslmode=verify-full")
+        #expect(
+            primary.summary
+                == DSNSummary(host: "db1", port: "5432", database: "postgres", user: "monitor", sslmode: "verify-full"))
+        #expect(primary.password == .file("/etc/pgconn/primary.password"))
+        #expect(primary.expect == .primary)
+        #expect(primary.labels.map(\.key) == ["az", "cluster"])
+        #expect(primary.labels.map(\.value) == ["eu-1a", "main"])
+        #expect(primary.probeInterval == .seconds(10))
+        #expect(primary.probeTimeout == .seconds(3))
+        #expect(primary.connectTimeout == .seconds(4))
+        #expect(primary.loginInterval == .seconds(120))
+        #expect(primary.query == "SELECT 42")
+        #expect(
+            primary.backoff
+                == BackoffConfig(initial: .milliseconds(500), max: .seconds(60), multiplier: 1.5, jitter: 0.1))
+        #expect(
+            primary.keepalives
+                == KeepaliveConfig(idle: .seconds(20), interval: .seconds(2), count: 5, userTimeout: .seconds(30)))
+
+        let standby = config.targets[1]
+        #expect(
+            standby.summary == DSNSummary(host: "db2", port: "6432", database: "app", user: "probe", sslmode: "require")
+        )
+        #expect(standby.password == .environment("PGCONN_STANDBY_PASSWORD"))
+        #expect(standby.expect == .standby)
+        #expect(standby.labels.isEmpty)
+        #expect(standby.probeInterval == .seconds(1))
+        #expect(standby.probeTimeout == .milliseconds(500))
+        #expect(standby.connectTimeout == .seconds(1))
+        #expect(standby.loginInterval == .zero)
+        #expect(standby.query == "SELECT pg_is_in_recovery()")
+        // Partial overrides keep the other values from `defaults`.
+        #expect(
+            standby.backoff
+                == BackoffConfig(initial: .milliseconds(500), max: .seconds(30), multiplier: 1.5, jitter: 0.1))
+        #expect(
+            standby.keepalives
+                == KeepaliveConfig(idle: .seconds(20), interval: .seconds(2), count: 1, userTimeout: .seconds(30)))
+
+        let reporting = config.targets[2]
+        #expect(reporting.password == .none)
+        #expect(reporting.expect == .any)
+        #expect(reporting.probeInterval == .seconds(10))
+        #expect(reporting.backoff == primary.backoff)
+        #expect(reporting.keepalives == primary.keepalives)
+    }
+
+    @Test("a minimal config gets the built-in defaults")
+    func minimalConfig() throws {
+        let config = try load(fixture: "valid-minimal.yml").get()
+        #expect(
+            config
+                == ValidatedConfig(
+                    health: .all,
+                    targets: [
+                        TargetConfig(
+                            name: "db", dsn: "host=localhost",
+                            summary: DSNSummary(host: "localhost", port: "", database: "", user: "", sslmode: ""),
+                            password: .none, query: "SELECT 1", probeInterval: .seconds(5),
+                            probeTimeout: .seconds(2), connectTimeout: .seconds(5), loginInterval: .seconds(60),
+                            backoff: BackoffConfig(
+                                initial: .milliseconds(250), max: .seconds(5), multiplier: 2, jitter: 0.2),
+                            keepalives: KeepaliveConfig(
+                                idle: .seconds(10), interval: .seconds(5), count: 3, userTimeout: .seconds(15)),
+                            expect: .any, labels: [])
+                    ]))
+    }
+
+    @Test(
+        "health.require accepts all, any and a count",
+        arguments: [("all", HealthRequirement.all), ("any", .any), ("1", .atLeast(1)), ("2", .atLeast(2))])
+    func healthRequire(text: String, expected: HealthRequirement) throws {
+        let yaml = """
+            health: {require: \(text)}
+            targets: [{name: a, dsn: host=a}, {name: b, dsn: host=b}]
+            """
+        #expect(try load(yaml: yaml).get().health == expected)
+    }
+
+    @Test("merge keys share settings between targets; keys written in the target win")
+    func mergeKeys() throws {
+        let yaml = """
+            targets:
+              - &common
+                name: a
+                dsn: host=a
+                probe_interval: 30s
+                labels: {team: dba}
+              - <<: *common
+                name: b
+                dsn: host=b
+            """
+        let config = try load(yaml: yaml).get()
+        #expect(config.targets.map(\.name) == ["a", "b"])
+        #expect(config.targets[1].dsn == "host=b")
+        #expect(config.targets[1].probeInterval == .seconds(30))
+        #expect(config.targets[1].labels.map(\.key) == ["team"])
+    }
+
+    @Test("each invalid fixture gives exactly its messages", arguments: InvalidConfigCase.all)
+    func invalidFixture(testCase: InvalidConfigCase) throws {
+        let result = try load(fixture: testCase.file)
+        guard case .failure(let error) = result else {
+            Issue.record("\(testCase.file) was accepted")
+            return
+        }
+        #expect(error.messages == testCase.messages)
+        #expect(error.description == testCase.messages.joined(separator: "\n"))
+    }
+
+    @Test("every invalid-*.yml fixture has expected messages")
+    func everyInvalidFixtureIsListed() throws {
+        let directory = try #require(Bundle.module.resourceURL).appendingPathComponent("Fixtures/config")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            .filter { $0.hasPrefix("invalid-") }
+        #expect(Set(files) == Set(InvalidConfigCase.all.map(\.file)))
+    }
+
+    @Test("a password in a rejected DSN never reaches the messages")
+    func passwordNotEchoed() {
+        let yaml = """
+            targets:
+              - name: a
+                dsn: user=x password=hunter2
+              - password=hunter2 host=b
+            """
+        guard case .failure(let error) = load(yaml: yaml) else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(
+            error.messages == [
+                "targets[0].dsn: fake parser: not a connection string", "targets[1]: expected a mapping, got a string",
+            ])
+        #expect(!error.description.contains("hunter2"))
+    }
+
+    @Test(
+        "an unreadable file gives one message naming it",
+        arguments: [
+            ("/nonexistent/pgconn.yml", #"cannot read config file "/nonexistent/pgconn.yml": no such file or directory"#),
+            ("/", #"cannot read config file "/": is a directory"#),
+        ])
+    func unreadableFile(path: String, message: String) {
+        let result = ConfigLoader.load(file: path, parseDSN: fakeParseDSN)
+        #expect(result == .failure(ConfigError(messages: [message])))
+    }
+
+    @Test("config/example.yml is valid and sets every key")
+    func exampleConfig() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let path = root.appendingPathComponent("config/example.yml").path
+        let config = try ConfigLoader.load(file: path, parseDSN: fakeParseDSN).get()
+        #expect(config.targets.count == 2)
+        #expect(config.targets.contains { if case .file = $0.password { true } else { false } })
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let keys = [
+            "defaults", "probe_interval", "probe_timeout", "connect_timeout", "login_interval", "query", "backoff",
+            "initial", "max", "multiplier", "jitter", "keepalives", "idle", "interval", "count", "user_timeout",
+            "health", "require", "targets", "name", "dsn", "password_file", "password_env", "expect", "labels",
+        ]
+        #expect(keys.filter { !text.contains("\($0):") }.isEmpty)
+    }
+}

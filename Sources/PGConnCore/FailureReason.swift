@@ -2,7 +2,7 @@
 ///
 /// A small bounded set so that `reason` labels never explode. Derived from the SQLSTATE when the
 /// server sent one, from the libpq/socket error text otherwise (see ``FailureClassifier``).
-/// docs/metrics.md documents every case; keep the two in step.
+/// docs/reasons.md documents every case (SQLSTATEs, libpq texts, what to check); keep the two in step.
 public enum FailureReason: String, CaseIterable, Sendable, Hashable, Codable {
     /// TCP connection refused: nothing listens on the port.
     case refused
@@ -22,9 +22,9 @@ public enum FailureReason: String, CaseIterable, Sendable, Hashable, Codable {
     case tooManyConnections = "too_many_connections"
     /// The server is starting up, shutting down or in recovery and not accepting connections (57P03).
     case startingUp = "starting_up"
-    /// The backend was terminated by an administrator or a smart/fast shutdown (57P01).
+    /// The backend was terminated by an administrator (`pg_terminate_backend`) or a shutdown of any mode (57P01).
     case adminShutdown = "admin_shutdown"
-    /// The backend was terminated because another backend crashed (57P02), or by an immediate shutdown.
+    /// The backend was terminated because another backend crashed (57P02). An immediate shutdown sends 57P01.
     case crashShutdown = "crash_shutdown"
     /// The server closed an idle session (57P05 idle_session_timeout, 25P03 idle_in_transaction).
     case idleTimeout = "idle_timeout"
@@ -39,7 +39,7 @@ public enum FailureReason: String, CaseIterable, Sendable, Hashable, Codable {
 }
 
 /// One classified failure: the bounded reason for metrics, the details for logs.
-public struct Failure: Sendable, Equatable, CustomStringConvertible {
+public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
     public var reason: FailureReason
     /// The five-character SQLSTATE the server sent, if any.
     public var sqlstate: String?

@@ -64,7 +64,9 @@ let package = Package(
         // Needs a real PostgreSQL (started by the tests themselves) and the built executable.
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PGConnCore", "PGConnPostgres", "PGConnHTTP"],
+            dependencies: [
+                "PGConnCore", "PGConnPostgres", "PGConnHTTP", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -139,6 +139,12 @@ public struct TargetSeries: Sendable {
         probeHealthy = session.isHealthy
     }
 
+    /// Whether a restart was detected since the last call; clears the flag so it is reported once.
+    public mutating func takeRestartDetected() -> Bool {
+        defer { restartDetected = false }
+        return restartDetected
+    }
+
     /// `pgconn_up` at scrape time: healthy, and the last success is recent enough to trust.
     public func isUp(wallClock: Double) -> Bool {
         probeHealthy && wallClock - lastSuccess <= staleAfter.seconds

@@ -1,0 +1,232 @@
+public import Synchronization
+
+/// Versions shown in `pgconn_exporter_build_info`.
+public struct BuildInfo: Sendable, Equatable {
+    public var version: String
+    public var revision: String
+    public var libpqVersion: String
+    public var microhttpdVersion: String
+
+    public init(version: String, revision: String, libpqVersion: String, microhttpdVersion: String) {
+        self.version = version
+        self.revision = revision
+        self.libpqVersion = libpqVersion
+        self.microhttpdVersion = microhttpdVersion
+    }
+}
+
+/// The latest observations of every target, behind one lock, rendered on demand for scrapes.
+///
+/// The I/O thread writes (a few dictionary updates per event); HTTP threads copy the values out and render
+/// without holding the lock, so a scrape never waits on a database and never stalls the probe loop for
+/// longer than a copy. Targets keep config order in the output.
+///
+/// Written by hand rather than with swift-prometheus 2.4: its registry copies a family's whole dictionary on
+/// every new label set, which took 24 s to register one reason-labelled family for 2,000 targets (quadratic),
+/// and its output order follows a dictionary, which rules out golden tests.
+public final class MetricsStore: Sendable {
+    struct State {
+        var order: [String] = []
+        var targets: [String: TargetSeries] = [:]
+        var reloadSuccessful = true
+        var reloadTimestamp: Double = 0
+        var loopLag = Histogram(bounds: Histogram.loopLagBounds)
+    }
+
+    private let state = Mutex(State())
+    public let buildInfo: BuildInfo
+
+    public init(buildInfo: BuildInfo) {
+        self.buildInfo = buildInfo
+    }
+
+    /// Sets the monitored targets: series of targets that stay keep their values, new ones start at 0,
+    /// removed ones disappear.
+    public func setTargets(_ configs: [TargetConfig]) {
+        state.withLock { state in
+            var targets: [String: TargetSeries] = [:]
+            for config in configs {
+                targets[config.name] = state.targets[config.name] ?? TargetSeries(config: config)
+            }
+            state.order = configs.map(\.name)
+            state.targets = targets
+        }
+    }
+
+    /// Changes one target's series under the lock. Unknown names are ignored (a target removed by a reload).
+    @discardableResult
+    public func update<Result>(_ name: String, _ body: (inout TargetSeries) -> Result) -> Result? {
+        state.withLock { state in
+            guard var series = state.targets.removeValue(forKey: name) else { return nil }
+            let result = body(&series)
+            state.targets[name] = series
+            return result
+        }
+    }
+
+    public func recordLoopLag(seconds: Double) {
+        state.withLock { $0.loopLag.observe(seconds) }
+    }
+
+    public func recordReload(successful: Bool, wallClock: Double) {
+        state.withLock { state in
+            state.reloadSuccessful = successful
+            if successful { state.reloadTimestamp = wallClock }
+        }
+    }
+
+    /// A copy of every target's series, in config order.
+    public func snapshot() -> [TargetSeries] {
+        state.withLock { state in state.order.compactMap { state.targets[$0] } }
+    }
+
+    /// Renders every metric in the text format. `process` is read by the caller (from /proc) at scrape time.
+    public func render(wallClock: Double, process: ProcessStats?) -> [UInt8] {
+        let (targets, exporter) = state.withLock { state in
+            (state.order.compactMap { state.targets[$0] }, (state.reloadSuccessful, state.reloadTimestamp, state.loopLag))
+        }
+        var out = ExpositionWriter(reservingCapacity: 2048 + targets.count * 12 * 1024)
+        Self.renderTargets(targets, wallClock: wallClock, into: &out)
+        Self.renderExporter(
+            buildInfo: buildInfo, reloadSuccessful: exporter.0, reloadTimestamp: exporter.1, loopLag: exporter.2,
+            into: &out)
+        if let process { Self.renderProcess(process, into: &out) }
+        return out.bytes
+    }
+
+    // MARK: - Families
+
+    private typealias Labels = [(key: String, value: String)]
+
+    private static func renderTargets(_ targets: [TargetSeries], wallClock: Double, into out: inout ExpositionWriter) {
+        func each(_ body: (TargetSeries, Labels) -> Void) {
+            for series in targets { body(series, [("target", series.name)]) }
+        }
+        func gauge(_ name: String, _ help: String, _ value: (TargetSeries) -> Double?) {
+            out.family(name, .gauge, help: help)
+            each { series, labels in if let v = value(series) { out.sample(name, labels, v) } }
+        }
+        func counter(_ name: String, _ help: String, _ value: (TargetSeries) -> UInt64) {
+            out.family(name, .counter, help: help)
+            each { series, labels in out.sample(name, labels, value(series)) }
+        }
+        func reasons(_ name: String, _ help: String, _ value: (TargetSeries) -> [FailureReason: UInt64]) {
+            out.family(name, .counter, help: help)
+            each { series, labels in
+                let counts = value(series)
+                for reason in FailureReason.allCases {
+                    if let count = counts[reason] {
+                        out.sample(name, labels + [("reason", reason.rawValue)], count)
+                    }
+                }
+            }
+        }
+        func histogram(_ name: String, _ help: String, _ value: (TargetSeries) -> Histogram) {
+            out.family(name, .histogram, help: help)
+            each { series, labels in out.histogram(name, labels, value(series)) }
+        }
+        func bool(_ value: Bool) -> Double { value ? 1 : 0 }
+
+        gauge("pgconn_up", "1 if the session's last probe succeeded and is not stale, else 0.") {
+            bool($0.isUp(wallClock: wallClock))
+        }
+        gauge("pgconn_login_up", "1 if the last login check (a fresh connection) succeeded, else 0.") {
+            $0.loginEnabled ? bool($0.loginUp) : nil
+        }
+        out.family("pgconn_state", .gauge, help: "1 for the session's current state, 0 for the others.")
+        each { series, labels in
+            for state in SessionStateMachine.StateName.allCases {
+                out.sample("pgconn_state", labels + [("state", state.rawValue)], bool(series.state == state))
+            }
+        }
+        counter("pgconn_probes_total", "Probes run on the session.") { $0.probes }
+        reasons("pgconn_probe_failures_total", "Probes that failed, by reason.") { $0.probeFailures }
+        histogram("pgconn_probe_duration_seconds", "Round trip of the probe query on the session.") {
+            $0.probeDuration
+        }
+        histogram(
+            "pgconn_connect_duration_seconds",
+            "Time to establish a connection (TCP, TLS, authentication, startup), for sessions and login checks."
+        ) { $0.connectDuration }
+        counter("pgconn_connection_attempts_total", "Session connection attempts.") { $0.connectionAttempts }
+        reasons("pgconn_connection_failures_total", "Session connection attempts that failed, by reason.") {
+            $0.connectionFailures
+        }
+        counter("pgconn_login_checks_total", "Login checks run (a fresh connection opened and closed).") {
+            $0.loginChecks
+        }
+        reasons("pgconn_login_failures_total", "Login checks that failed, by reason.") { $0.loginFailures }
+        reasons("pgconn_disconnects_total", "Established sessions lost, by reason.") { $0.disconnects }
+        counter("pgconn_resets_total", "Broken or dirty sessions discarded and reconnection started.") { $0.resets }
+        gauge("pgconn_consecutive_failures", "Probe and connection failures since the last successful probe.") {
+            Double($0.consecutiveFailures)
+        }
+        gauge("pgconn_last_success_timestamp_seconds", "Unix time of the last successful probe, 0 before the first.") {
+            $0.lastSuccess
+        }
+        gauge("pgconn_session_start_timestamp_seconds", "Unix time the current session was established, 0 without one.") {
+            $0.sessionStart
+        }
+        counter("pgconn_outages_total", "Outages: from the first failure to the next successful probe.") { $0.outages }
+        histogram("pgconn_outage_duration_seconds", "Length of finished outages.") { $0.outageDuration }
+        out.family("pgconn_downtime_seconds_total", .counter, help: "Time spent in outages, growing during one.")
+        each { series, labels in out.sample("pgconn_downtime_seconds_total", labels, series.downtime) }
+        gauge("pgconn_backoff_seconds", "Current delay before the next reconnect attempt, 0 when not backing off.") {
+            $0.backoff
+        }
+        out.family("pgconn_server_info", .gauge, help: "1, with the server version read at the last connect.")
+        each { series, labels in
+            if let version = series.serverVersion {
+                out.sample("pgconn_server_info", labels + [("server_version", version)], 1.0)
+            }
+        }
+        gauge("pgconn_server_in_recovery", "1 if the server is in recovery (a standby), 0 if not.") {
+            $0.inRecovery.map(bool)
+        }
+        gauge("pgconn_server_start_time_seconds", "Unix time the server (postmaster) started; a change is a restart.") {
+            $0.serverStartTime
+        }
+        out.family("pgconn_target_info", .gauge, help: "1, with the target's connection parameters and labels.")
+        each { series, labels in out.sample("pgconn_target_info", labels + series.infoLabels, 1.0) }
+    }
+
+    private static func renderExporter(
+        buildInfo: BuildInfo, reloadSuccessful: Bool, reloadTimestamp: Double, loopLag: Histogram,
+        into out: inout ExpositionWriter
+    ) {
+        out.family("pgconn_exporter_build_info", .gauge, help: "1, with the exporter's and its libraries' versions.")
+        out.sample(
+            "pgconn_exporter_build_info",
+            [
+                ("version", buildInfo.version), ("revision", buildInfo.revision),
+                ("libpq_version", buildInfo.libpqVersion), ("microhttpd_version", buildInfo.microhttpdVersion),
+            ], 1.0)
+        out.family(
+            "pgconn_exporter_config_last_reload_successful", .gauge,
+            help: "1 if the last configuration load succeeded, else 0.")
+        out.sample("pgconn_exporter_config_last_reload_successful", [], reloadSuccessful ? 1.0 : 0.0)
+        out.family(
+            "pgconn_exporter_config_last_reload_success_timestamp_seconds", .gauge,
+            help: "Unix time of the last successful configuration load.")
+        out.sample("pgconn_exporter_config_last_reload_success_timestamp_seconds", [], reloadTimestamp)
+        out.family(
+            "pgconn_exporter_loop_lag_seconds", .histogram,
+            help: "How late the I/O loop's timers fire: saturation of the probe thread.")
+        out.histogram("pgconn_exporter_loop_lag_seconds", [], loopLag)
+    }
+
+    private static func renderProcess(_ process: ProcessStats, into out: inout ExpositionWriter) {
+        out.family("process_cpu_seconds_total", .counter, help: "Total user and system CPU time spent in seconds.")
+        out.sample("process_cpu_seconds_total", [], process.cpuSecondsTotal)
+        out.family("process_resident_memory_bytes", .gauge, help: "Resident memory size in bytes.")
+        out.sample("process_resident_memory_bytes", [], process.residentMemoryBytes)
+        out.family("process_virtual_memory_bytes", .gauge, help: "Virtual memory size in bytes.")
+        out.sample("process_virtual_memory_bytes", [], process.virtualMemoryBytes)
+        out.family("process_open_fds", .gauge, help: "Number of open file descriptors.")
+        out.sample("process_open_fds", [], Double(process.openFDs))
+        out.family("process_max_fds", .gauge, help: "Maximum number of open file descriptors.")
+        out.sample("process_max_fds", [], Double(process.maxFDs))
+        out.family("process_start_time_seconds", .gauge, help: "Start time of the process since unix epoch in seconds.")
+        out.sample("process_start_time_seconds", [], process.startTimeSeconds)
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import PGConnCore
+import PGConnPostgres
+import Testing
+
+/// Real faults against a real PostgreSQL: what the monitor sees, counts and how it recovers.
+///
+/// Durations printed here (detection, recovery) are the numbers the issue note reports; the assertions only
+/// bound them loosely, because speed is checked by benchmarks, not by tests.
+@Suite(.serialized) struct SessionFaultTests {
+    static let superuser = TestPostgres.superuserPassword
+
+    @Test func terminatedBackendIsCountedResetAndReconnected() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let fixture = try MonitorFixture([try testTarget("db", dsn: server.dsn(password: Self.superuser))])
+        try fixture.await("db") { $0.isSessionUp }
+        let before = fixture.series("db")
+
+        let killed = try server.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgconn_exporter'")
+        #expect(killed == "1")
+        let detection = try fixture.await("db") { $0.disconnects[.adminShutdown] == 1 }
+        print("detect terminated backend: \(detection.milliseconds) ms")
+
+        let recovery = try fixture.await("db") { $0.isSessionUp && $0.sessionStart > before.sessionStart }
+        print("reconnect after terminate: \(recovery.milliseconds) ms after detection")
+        let after = fixture.series("db")
+        #expect(after.resets == 1)
+        #expect(after.totalDisconnects == 1)
+        #expect(after.connectionAttempts == 2)
+        #expect(after.outages == 1)
+        #expect(after.consecutiveFailures == 0)
+        #expect(after.backoff == 0)
+    }
+
+    @Test func immediateStopThenStartIsAnOutageAndARestart() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let fixture = try MonitorFixture([try testTarget("db", dsn: server.dsn(password: Self.superuser))])
+        try fixture.await("db") { $0.isSessionUp && $0.serverStartTime != nil }
+        let startTime = try #require(fixture.series("db").serverStartTime)
+
+        try server.stopImmediate()
+        try fixture.await("db") { $0.totalDisconnects == 1 }
+        let lost = fixture.series("db")
+        let reasons = lost.disconnects.filter { $0.value > 0 }.map(\.key)
+        #expect(reasons == [.adminShutdown] || reasons == [.crashShutdown], "classified, got \(reasons)")
+        #expect(!lost.isUp(wallClock: Date().timeIntervalSince1970))
+        try fixture.await("db") { $0.connectionFailures[.refused, default: 0] >= 1 }
+
+        let restartedAt = ContinuousClock.now
+        try server.start()
+        let recovery = try fixture.await("db") { $0.isSessionUp }
+        print("recover after restart: \(recovery.milliseconds) ms after the server accepted connections again")
+        _ = restartedAt
+        let after = fixture.series("db")
+        #expect(after.outages == 1)
+        #expect(after.outageDuration.count == 1)
+        #expect(after.downtime > 0)
+        #expect(after.resets == 1)
+        let newStart = try #require(after.serverStartTime)
+        #expect(newStart > startTime, "a new postmaster start time marks the restart")
+    }
+
+    @Test func connectionFailuresAreClassified() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let closedPort = TestPostgres.freePort()
+        let fixture = try MonitorFixture([
+            try testTarget("wrong_password", dsn: server.dsn(password: "wrong"), loginInterval: .milliseconds(300)),
+            try testTarget("missing_db", dsn: server.dsn(password: Self.superuser, database: "nope")),
+            try testTarget("closed_port", dsn: "host=127.0.0.1 port=\(closedPort) user=postgres connect_timeout=5"),
+        ])
+        try fixture.await("wrong_password") { $0.connectionFailures[.auth, default: 0] >= 2 }
+        try fixture.await("wrong_password") { $0.loginFailures[.auth, default: 0] >= 1 && !$0.loginUp }
+        try fixture.await("missing_db") { $0.connectionFailures[.databaseMissing, default: 0] >= 1 }
+        try fixture.await("closed_port") { $0.connectionFailures[.refused, default: 0] >= 1 }
+        for name in ["wrong_password", "missing_db", "closed_port"] {
+            let series = fixture.series(name)
+            #expect(series.state == .backoff || series.state == .connecting, "\(name)")
+            #expect(series.probes == 0, "\(name) never got a session")
+            #expect(series.connectionFailures[.other, default: 0] == 0, "\(name) has unclassified failures")
+        }
+        #expect(fixture.monitor.isReady, "every target has reported once")
+    }
+
+    @Test func probeQueryErrorKeepsTheSession() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let fixture = try MonitorFixture([
+            try testTarget("bad_query", dsn: server.dsn(password: Self.superuser), query: "SELECT * FROM no_such_table"),
+            try testTarget("aborted_tx", dsn: server.dsn(password: Self.superuser), query: "BEGIN; SELECT 1/0"),
+            try testTarget("wrong_role", dsn: server.dsn(password: Self.superuser), expect: .standby),
+        ])
+        try fixture.await("bad_query") { $0.probeFailures[.queryError, default: 0] >= 3 }
+        let badQuery = fixture.series("bad_query")
+        #expect(badQuery.state == .up)
+        #expect(badQuery.totalDisconnects == 0 && badQuery.resets == 0, "a query error does not cost the session")
+        #expect(badQuery.connectionAttempts == 1)
+
+        try fixture.await("aborted_tx") { $0.probeFailures[.queryError, default: 0] >= 2 }
+        let aborted = fixture.series("aborted_tx")
+        #expect(aborted.resets >= 1, "a probe that leaves a transaction open resets the session")
+        #expect(aborted.totalDisconnects == 0)
+
+        try fixture.await("wrong_role") { $0.probeFailures[.readOnly, default: 0] >= 2 }
+        #expect(fixture.series("wrong_role").inRecovery == false)
+        #expect(!fixture.series("wrong_role").probeHealthy)
+    }
+
+    @Test func revokedPasswordShowsInLoginChecksWhileTheSessionStaysUp() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        try server.psql("CREATE ROLE monitor LOGIN PASSWORD 'first'")
+        let passwordFile = server.rootDir.appendingPathComponent("monitor.password")
+        try "first\n".write(to: passwordFile, atomically: true, encoding: .utf8)
+        let fixture = try MonitorFixture([
+            try testTarget(
+                "db", dsn: "host=127.0.0.1 port=\(server.port) user=monitor dbname=postgres",
+                password: .file(passwordFile.path), loginInterval: .milliseconds(300)),
+        ])
+        try fixture.await("db") { $0.isSessionUp && $0.loginUp }
+
+        try server.psql("ALTER ROLE monitor PASSWORD 'second'")
+        try fixture.await("db") { !$0.loginUp && $0.loginFailures[.auth, default: 0] >= 1 }
+        let probes = fixture.series("db").probes
+        try fixture.await("db") { $0.probes >= probes + 3 }
+        let series = fixture.series("db")
+        #expect(series.isSessionUp, "the established session still answers")
+        #expect(series.isUp(wallClock: Date().timeIntervalSince1970))
+
+        try "second\n".write(to: passwordFile, atomically: true, encoding: .utf8)
+        try fixture.await("db") { $0.loginUp }
+    }
+}

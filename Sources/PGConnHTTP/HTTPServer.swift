@@ -1,0 +1,294 @@
+import CMicroHTTPD
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An HTTP/1.1 server on libmicrohttpd that hands every request to one synchronous handler.
+///
+/// libmicrohttpd runs one internal polling thread with epoll and calls the handler on it, one request at
+/// a time: a handler must answer from a snapshot and never wait on the probe loop. Bodies are read in full
+/// (at most `maximumBodySize`, else 413) before the handler runs. `start()` binds exactly the listen
+/// address given (see `ListenAddress`); `stop()` must be called before the last reference goes away.
+public final class HTTPServer: Sendable {
+    /// The largest request body a handler receives: 1 MiB. A larger body is read and discarded, then 413.
+    public static let maximumBodySize = 1 << 20
+
+    /// The version of the libmicrohttpd linked at run time, e.g. "0.9.75" (for `pgconn_exporter_build_info`).
+    public static var libraryVersion: String {
+        MHD_get_version().map { String(cString: $0) } ?? "unknown"
+    }
+
+    /// Idle keep-alive connections are closed after this many seconds.
+    static let connectionTimeoutSeconds = 60
+
+    /// The listen address as the user wrote it, e.g. ":9818" or "127.0.0.1:9818".
+    public let listenAddress: String
+    private let handler: @Sendable (HTTPRequest) -> HTTPResponse
+    private let running = Mutex<Running?>(nil)
+
+    public init(listenAddress: String, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse) {
+        self.listenAddress = listenAddress
+        self.handler = handler
+    }
+
+    deinit {
+        let wasRunning = running.withLock { $0 != nil }
+        assert(!wasRunning, "HTTPServer on \(listenAddress) deinitialized while running: call stop() first")
+        if wasRunning { stop() }
+    }
+
+    /// The port the server listens on (the kernel's choice when the address asked for port 0); 0 when stopped.
+    public var boundPort: Int {
+        running.withLock { $0.map { Int($0.port) } ?? 0 }
+    }
+
+    /// The bound socket address as "127.0.0.1:8080" or "[::]:8080", from getsockname(2); nil when stopped.
+    var boundAddress: String? {
+        running.withLock { $0?.boundAddress }
+    }
+
+    /// Parses and resolves the listen address, binds it and starts serving.
+    ///
+    /// Calling `start()` on a running server is a programmer error. After `stop()` it may start again.
+    public func start() throws(HTTPServerError) {
+        let address = try ListenAddress(parsing: listenAddress)
+        try running.withLock { running throws(HTTPServerError) in
+            precondition(running == nil, "HTTPServer.start() called twice on \(listenAddress)")
+            let dispatch = Unmanaged.passRetained(RequestDispatch(handler: handler))
+            var (daemon, error) = Self.startDaemon(address, dispatch: dispatch)
+            if daemon == nil, error == EAFNOSUPPORT, address.host == .allInterfaces {
+                // No IPv6 on this machine: every IPv4 interface is the closest match to ":port".
+                (daemon, error) = Self.startDaemon(
+                    ListenAddress(host: .ipv4([0, 0, 0, 0]), port: address.port), dispatch: dispatch)
+            }
+            guard let daemon else {
+                dispatch.release()
+                let reason = error == 0 ? "libmicrohttpd could not start" : String(cString: strerror(error))
+                throw .bindFailed(listenAddress, reason: reason)
+            }
+            running = Running(
+                daemon: daemon,
+                dispatch: dispatch,
+                port: pgconn_mhd_bound_port(daemon),
+                boundAddress: Self.socketName(pgconn_mhd_listen_fd(daemon))
+            )
+        }
+    }
+
+    /// Stops listening, closes every connection and waits for a running handler to return. Idempotent.
+    ///
+    /// Never call it from a handler: it joins the thread the handler runs on.
+    public func stop() {
+        guard let stopped = running.withLock({ running in running.take() }) else { return }
+        // MHD_stop_daemon joins the polling thread, so no callback can use the dispatch object after it.
+        MHD_stop_daemon(stopped.daemon)
+        stopped.dispatch.release()
+    }
+
+    /// Returns the daemon, or nil and the errno of the failed start (0 when libmicrohttpd set none).
+    private static func startDaemon(
+        _ address: ListenAddress,
+        dispatch: Unmanaged<RequestDispatch>
+    ) -> (OpaquePointer?, Int32) {
+        var flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_EPOLL.rawValue
+        switch address.host {
+        case .allInterfaces: flags |= MHD_USE_DUAL_STACK.rawValue
+        case .ipv4: break
+        case .ipv6: flags |= MHD_USE_IPv6.rawValue
+        }
+        return address.withSocketAddress { socketAddress in
+            var options = [
+                MHD_OptionItem(option: .CONNECTION_TIMEOUT, value: connectionTimeoutSeconds, ptr_value: nil)
+            ]
+            if let socketAddress {
+                // libmicrohttpd binds during MHD_start_daemon and keeps no reference to the address.
+                options.append(
+                    MHD_OptionItem(
+                        option: .SOCK_ADDR, value: 0, ptr_value: UnsafeMutableRawPointer(mutating: socketAddress)
+                    ))
+            }
+            options.append(MHD_OptionItem(option: .END, value: 0, ptr_value: nil))
+            var error: Int32 = 0
+            let daemon = options.withUnsafeMutableBufferPointer { options in
+                pgconn_mhd_start_daemon(
+                    flags, address.port, handleAccess, handleCompletion, dispatch.toOpaque(), options.baseAddress,
+                    &error)
+            }
+            return (daemon, error)
+        }
+    }
+
+    /// getsockname(2) of the listen socket as "host:port", IPv6 in brackets.
+    private static func socketName(_ socket: Int32) -> String? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let status = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) }
+        }
+        guard socket >= 0, status == 0 else { return nil }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        func numeric(_ family: Int32, _ address: UnsafeRawPointer) -> String {
+            inet_ntop(family, address, &text, socklen_t(text.count))
+            return String(decoding: text.prefix { $0 != 0 }.map(UInt8.init), as: UTF8.self)
+        }
+        // Unsafe pointer use: ss_family says which sockaddr type getsockname(2) wrote into the storage.
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            var ipv4 = withUnsafeBytes(of: storage) { $0.loadUnaligned(as: sockaddr_in.self) }
+            return "\(numeric(AF_INET, &ipv4.sin_addr)):\(UInt16(bigEndian: ipv4.sin_port))"
+        case AF_INET6:
+            var ipv6 = withUnsafeBytes(of: storage) { $0.loadUnaligned(as: sockaddr_in6.self) }
+            return "[\(numeric(AF_INET6, &ipv6.sin6_addr))]:\(UInt16(bigEndian: ipv6.sin6_port))"
+        default:
+            return nil
+        }
+    }
+}
+
+/// The running daemon and the context its callbacks receive.
+///
+/// `@unchecked Sendable`: the daemon pointer is only used under `HTTPServer.running`'s lock or after being
+/// taken out of it by `stop()`, and libmicrohttpd's daemon functions may be called from any thread.
+private struct Running: @unchecked Sendable {
+    var daemon: OpaquePointer
+    /// Retained for the daemon's lifetime: released in `stop()` once `MHD_stop_daemon` has returned.
+    var dispatch: Unmanaged<RequestDispatch>
+    var port: UInt16
+    var boundAddress: String?
+}
+
+/// What the C callbacks need: the handler. Passed to libmicrohttpd as the callbacks' closure pointer.
+private final class RequestDispatch: Sendable {
+    let handler: @Sendable (HTTPRequest) -> HTTPResponse
+
+    init(handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse) {
+        self.handler = handler
+    }
+}
+
+/// The part of a request that arrives over several callbacks: its body.
+///
+/// Lives in libmicrohttpd's per-request pointer (`con_cls`) from the first callback until the
+/// request-completed callback, and is only touched on the polling thread.
+private final class PendingRequest {
+    var body: [UInt8] = []
+    var tooLarge = false
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        guard !tooLarge else { return }
+        if body.count + bytes.count > HTTPServer.maximumBodySize {
+            tooLarge = true
+            body = []
+        } else {
+            body.append(contentsOf: bytes)
+        }
+    }
+}
+
+/// The access handler: called once when the headers are in, once per body chunk, then once to answer.
+private func handleAccess(
+    closure: UnsafeMutableRawPointer?,
+    connection: OpaquePointer?,
+    url: UnsafePointer<CChar>?,
+    method: UnsafePointer<CChar>?,
+    version: UnsafePointer<CChar>?,
+    uploadData: UnsafePointer<CChar>?,
+    uploadDataSize: UnsafeMutablePointer<Int>?,
+    requestState: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+) -> MHD_Result {
+    guard let closure, let connection, let url, let method, let uploadDataSize, let requestState else {
+        return .NO
+    }
+    guard let state = requestState.pointee else {
+        let pending = PendingRequest()
+        if let length = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length"),
+            let declared = Int(String(cString: length)), declared > HTTPServer.maximumBodySize
+        {
+            pending.tooLarge = true
+        }
+        requestState.pointee = Unmanaged.passRetained(pending).toOpaque()
+        return .YES
+    }
+    let pending = Unmanaged<PendingRequest>.fromOpaque(state).takeUnretainedValue()
+    if uploadDataSize.pointee > 0 {
+        if let uploadData {
+            pending.append(UnsafeRawBufferPointer(start: uploadData, count: uploadDataSize.pointee))
+        }
+        uploadDataSize.pointee = 0
+        return .YES
+    }
+    let response: HTTPResponse
+    if pending.tooLarge {
+        response = .text(
+            "Request body larger than \(HTTPServer.maximumBodySize) bytes\n", status: 413)
+    } else {
+        let request = HTTPRequest(
+            method: String(cString: method),
+            path: String(cString: url),
+            query: connectionValues(connection, kind: .GET_ARGUMENT_KIND),
+            headers: connectionValues(connection, kind: .HEADER_KIND),
+            body: pending.body
+        )
+        pending.body = []
+        let dispatch = Unmanaged<RequestDispatch>.fromOpaque(closure).takeUnretainedValue()
+        response = dispatch.handler(request)
+    }
+    return queue(response, on: connection)
+}
+
+/// The request-completed callback: releases the `PendingRequest` the access handler stored.
+private func handleCompletion(
+    closure: UnsafeMutableRawPointer?,
+    connection: OpaquePointer?,
+    requestState: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    termination: MHD_RequestTerminationCode
+) {
+    guard let requestState, let state = requestState.pointee else { return }
+    Unmanaged<PendingRequest>.fromOpaque(state).release()
+    requestState.pointee = nil
+}
+
+/// Header or query values of a connection, in arrival order. Header names are lowercased and repeated
+/// headers joined with ", "; of repeated query keys the first wins.
+private func connectionValues(_ connection: OpaquePointer, kind: MHD_ValueKind) -> [String: String] {
+    var pairs: [(String, String)] = []
+    _ = withUnsafeMutablePointer(to: &pairs) { pairs in
+        MHD_get_connection_values(connection, kind, { closure, _, key, value in
+            guard let closure, let key else { return .YES }
+            let pairs = closure.assumingMemoryBound(to: [(String, String)].self)
+            pairs.pointee.append((String(cString: key), value.map { String(cString: $0) } ?? ""))
+            return .YES
+        }, pairs)
+    }
+    if kind == .HEADER_KIND {
+        let lowercased = pairs.map { ($0.0.lowercased(), $0.1) }
+        return Dictionary(lowercased, uniquingKeysWith: { first, second in "\(first), \(second)" })
+    }
+    return Dictionary(pairs, uniquingKeysWith: { first, _ in first })
+}
+
+/// Copies the response into libmicrohttpd and queues it; the C response is destroyed here (MHD keeps
+/// its own reference until sent).
+private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> MHD_Result {
+    let created = response.body.withUnsafeBytes { body in
+        MHD_create_response_from_buffer(body.count, UnsafeMutableRawPointer(mutating: body.baseAddress),
+            .RESPMEM_MUST_COPY)
+    }
+    guard let created else { return .NO }
+    defer { MHD_destroy_response(created) }
+    var hasContentType = false
+    for (name, value) in response.headers {
+        switch name.lowercased() {
+        case "content-length": continue  // libmicrohttpd sends the real length
+        case "content-type": hasContentType = true
+        default: break
+        }
+        _ = MHD_add_response_header(created, name, value)
+    }
+    if !hasContentType {
+        _ = MHD_add_response_header(created, "Content-Type", "application/octet-stream")
+    }
+    return MHD_queue_response(connection, UInt32(clamping: response.status), created)
+}

@@ -1,0 +1,68 @@
+# pgconn_exporter: the two commands are `make run` and `make test`; `make help` lists the rest.
+#
+# Variables: SWIFT (the swift driver), SWIFT_FLAGS (extra flags for swift build/test, e.g.
+# `--scratch-path .build-x`), TEST_FILTER (passed to `swift test --filter`), CONFIG (for check-config).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+SWIFT ?= swift
+SWIFT_FLAGS ?=
+TEST_FILTER ?=
+CONFIG ?= config/pgconn_exporter.yml
+
+# libpq-dev, libmicrohttpd-dev: build; postgresql(-contrib): the servers the tests and `make run` start;
+# prometheus: promtool for `promtool check metrics`; prometheus-postgres-exporter: comparisons; curl.
+APT_PACKAGES := libpq-dev libmicrohttpd-dev postgresql postgresql-contrib prometheus \
+	prometheus-postgres-exporter curl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RELEASE_BIN := .build/release/pgconn_exporter
+TEST_LOG ?= .build/test-output.log
+
+.PHONY: help deps build run test check-config clean
+
+help: ## List the targets.
+	@echo "usage: make <target>"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-13s %s\n", $$1, $$2 }'
+
+deps: ## Install the missing system packages (apt-get update only when something is missing).
+	@missing=(); \
+	for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$$p"); \
+	done; \
+	if (( $${#missing[@]} == 0 )); then echo "deps: all installed"; exit 0; fi; \
+	echo "deps: installing $${missing[*]}"; \
+	$(SUDO) apt-get update; \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y "$${missing[@]}"
+
+build: ## Build the release binary .build/release/pgconn_exporter.
+	$(SWIFT) build -c release --product pgconn_exporter $(SWIFT_FLAGS)
+
+run: deps build ## Start a throwaway PostgreSQL and run the exporter on :9818 (PGCONN_LISTEN overrides).
+	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/run-local.sh
+
+test: deps ## Run every test, serially (integration tests start their own PostgreSQL servers).
+	@mkdir -p $(dir $(TEST_LOG))
+	@bin="$$($(SWIFT) build --show-bin-path $(SWIFT_FLAGS))"; \
+	status=0; \
+	PGCONN_EXPORTER_BIN="$$bin/pgconn_exporter" \
+		$(SWIFT) test --no-parallel $(SWIFT_FLAGS) $(if $(TEST_FILTER),--filter '$(TEST_FILTER)') 2>&1 \
+		| tee $(TEST_LOG) || status=$$?; \
+	echo; echo "======== test summary ($(TEST_LOG)) ========"; \
+	grep -E 'recorded an issue|failed after|error: |Test run with|Executed [0-9]+ tests?' $(TEST_LOG) \
+		| tail -n 40 || true; \
+	if (( status == 0 )); then echo "make test: PASSED"; else echo "make test: FAILED (exit $$status)"; fi; \
+	exit $$status
+
+check-config: build ## Validate CONFIG (default config/pgconn_exporter.yml, placeholders filled) with the binary.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	: > "$$tmp/password"; \
+	sed -e '/^[[:space:]]*#/!s|@PGPORT@|5432|g' -e "/^[[:space:]]*#/!s|@SOCKET_DIR@|$$tmp|g" \
+		-e "/^[[:space:]]*#/!s|@PASSWORD_FILE@|$$tmp/password|g" '$(CONFIG)' > "$$tmp/config.yml"; \
+	bin="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter"; \
+	"$$bin" --config.check --config.file="$$tmp/config.yml" && echo "check-config: $(CONFIG) is valid"
+
+clean: ## Remove build products (keeps the downloaded dependencies).
+	$(SWIFT) package clean $(SWIFT_FLAGS)
+	rm -f $(TEST_LOG)

@@ -1,0 +1,159 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import PGConnCore
+import PGConnHTTP
+import PGConnPostgres
+
+/// The command line: flags named like the Go exporters', then the wiring of config, monitor and HTTP.
+@main
+struct PGConnExporter: ParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "pgconn_exporter",
+        abstract: "Watches PostgreSQL connections (persistent sessions and fresh logins) and exports Prometheus metrics.",
+        version: version)
+
+    @Option(name: .customLong("config.file"), help: "Path to the YAML configuration.")
+    var configFile = "config/pgconn_exporter.yml"
+
+    @Option(name: .customLong("web.listen-address"), help: "Address to listen on: :9818, 127.0.0.1:9818, [::1]:9818.")
+    var listenAddress = ":9818"
+
+    @Option(name: .customLong("web.telemetry-path"), help: "Path under which to expose metrics.")
+    var telemetryPath = "/metrics"
+
+    @Option(name: .customLong("log.level"), help: "Only log messages at or above this level: debug, info, warn, error.")
+    var logLevel = "info"
+
+    @Option(name: .customLong("log.format"), help: "Log line format: logfmt or json.")
+    var logFormat = "logfmt"
+
+    @Flag(name: .customLong("config.check"), help: "Validate the configuration, print the result and exit (0 valid, 1 not).")
+    var configCheck = false
+
+    func validate() throws {
+        guard StructuredLogHandler.level(named: logLevel) != nil else {
+            throw ValidationError("--log.level: must be one of debug, info, warn, error (got \"\(logLevel)\")")
+        }
+        guard LogFormat(rawValue: logFormat) != nil else {
+            throw ValidationError("--log.format: must be logfmt or json (got \"\(logFormat)\")")
+        }
+        guard telemetryPath.hasPrefix("/"), telemetryPath.count > 1 else {
+            throw ValidationError("--web.telemetry-path: must start with \"/\" and name a path (got \"\(telemetryPath)\")")
+        }
+    }
+
+    func run() throws {
+        let level = StructuredLogHandler.level(named: logLevel) ?? .info
+        let format = LogFormat(rawValue: logFormat) ?? .logfmt
+        LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, format: format, level: level) }
+        let logger = Logger(label: "pgconn_exporter")
+
+        let config: ValidatedConfig
+        switch ConfigLoader.load(file: configFile, parseDSN: DSNParser.parse) {
+        case .success(let loaded):
+            config = loaded
+        case .failure(let error):
+            for message in error.messages { Self.printError("\(configFile): \(message)") }
+            throw ExitCode.failure
+        }
+        if configCheck {
+            print("\(configFile): valid, \(config.targets.count) target(s): \(config.targets.map(\.name).joined(separator: ", "))")
+            return
+        }
+
+        signal(SIGPIPE, SIG_IGN)
+        let metrics = MetricsStore(
+            buildInfo: BuildInfo(
+                version: Self.version, revision: Self.revision, libpqVersion: LibPQ.version,
+                microhttpdVersion: HTTPServer.libraryVersion))
+        metrics.recordReload(successful: true, wallClock: Date().timeIntervalSince1970)
+
+        let monitor: Monitor
+        do {
+            monitor = try Monitor(config: config, metrics: metrics, logger: logger)
+        } catch {
+            Self.printError("cannot start the monitor: \(error)")
+            throw ExitCode.failure
+        }
+        let router = ExporterRouter(
+            telemetryPath: telemetryPath,
+            renderMetrics: { metrics.render(wallClock: Date().timeIntervalSince1970, process: ProcessStats.readCurrent()) },
+            isReady: { monitor.isReady },
+            landingTargets: {
+                metrics.snapshot().map { series in
+                    LandingTarget(
+                        name: series.name, state: series.state?.rawValue ?? "starting",
+                        up: series.isUp(wallClock: Date().timeIntervalSince1970))
+                }
+            },
+            version: Self.version)
+        let server = HTTPServer(listenAddress: listenAddress, handler: router.handle)
+        do {
+            try server.start()
+        } catch {
+            Self.printError("--web.listen-address: \(error)")
+            throw ExitCode.failure
+        }
+        monitor.start()
+        logger.info(
+            "pgconn_exporter started",
+            metadata: [
+                "version": "\(Self.version)", "listen_address": "\(listenAddress)",
+                "telemetry_path": "\(telemetryPath)", "targets": "\(config.targets.count)",
+                "config_file": "\(configFile)",
+            ])
+
+        let signal = Self.waitForTermination(logger: logger)
+        logger.info("shutting down", metadata: ["signal": "\(signal)"])
+        server.stop()
+        monitor.stop()
+        logger.info("stopped")
+    }
+
+    /// Blocks until SIGTERM or SIGINT and returns its name. SIGHUP is caught (it would otherwise kill the
+    /// process) and logged: configuration reload is not implemented yet.
+    static func waitForTermination(logger: Logger) -> String {
+        let done = DispatchSemaphore(value: 0)
+        let received = LockedName()
+        var sources: [any DispatchSourceSignal] = []
+        for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")] {
+            Foundation.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if number == SIGHUP {
+                    logger.warning("SIGHUP received: configuration reload is not supported yet; restart to apply changes")
+                    return
+                }
+                received.set(name)
+                done.signal()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        done.wait()
+        for source in sources { source.cancel() }
+        return received.get()
+    }
+
+    static func printError(_ message: String) {
+        FileHandle.standardError.write(Data("pgconn_exporter: error: \(message)\n".utf8))
+    }
+
+    /// The git revision. SwiftPM has no build-time stamping without a plugin, so this stays "unknown" until
+    /// release builds stamp it.
+    static let revision = "unknown"
+}
+
+/// The name of the signal that ended the process, set on a dispatch queue and read on the main thread.
+final class LockedName: @unchecked Sendable {
+    // @unchecked: every access goes through `lock`.
+    private let lock = NSLock()
+    private var name = ""
+
+    func set(_ value: String) { lock.withLock { name = value } }
+    func get() -> String { lock.withLock { name } }
+}

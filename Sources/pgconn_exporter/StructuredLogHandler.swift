@@ -1,0 +1,101 @@
+import Foundation
+import Logging
+
+/// The two log line formats of the Go exporters (`--log.format`).
+enum LogFormat: String, CaseIterable {
+    case logfmt
+    case json
+}
+
+/// A swift-log handler writing one line per event to stderr, as logfmt or JSON, like the Go exporters:
+/// `ts=2026-11-28T07:00:00.123Z level=info msg="session state changed" target=primary from=connecting to=up`.
+struct StructuredLogHandler: LogHandler {
+    var logLevel: Logger.Level
+    var metadata: Logger.Metadata = [:]
+    let format: LogFormat
+    let label: String
+
+    init(label: String, format: LogFormat, level: Logger.Level) {
+        self.label = label
+        self.format = format
+        self.logLevel = level
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var fields: [(String, String)] = [
+            ("ts", Self.timestamp()), ("level", Self.levelName(event.level)), ("msg", "\(event.message)"),
+        ]
+        let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
+        // Known keys first in a fixed order, so lines about one target line up; the rest sorted.
+        let order = ["target", "from", "to", "up", "login_up", "reason", "sqlstate", "message"]
+        for key in order { if let value = merged[key] { fields.append((key, "\(value)")) } }
+        for key in merged.keys.sorted() where !order.contains(key) { fields.append((key, "\(merged[key]!)")) }
+        let line = format == .json ? Self.json(fields) : Self.logfmt(fields)
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    static func levelName(_ level: Logger.Level) -> String {
+        switch level {
+        case .trace, .debug: "debug"
+        case .info, .notice: "info"
+        case .warning: "warn"
+        case .error, .critical: "error"
+        }
+    }
+
+    /// Parses `--log.level` values as the Go exporters spell them.
+    static func level(named name: String) -> Logger.Level? {
+        switch name {
+        case "debug": .debug
+        case "info": .info
+        case "warn": .warning
+        case "error": .error
+        default: nil
+        }
+    }
+
+    static func logfmt(_ fields: [(String, String)]) -> String {
+        fields.map { key, value in
+            let needsQuotes = value.isEmpty || value.contains(where: { $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\\" || $0.isNewline })
+            guard needsQuotes else { return "\(key)=\(value)" }
+            let escaped = value.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"").replacing("\n", with: "\\n")
+            return "\(key)=\"\(escaped)\""
+        }.joined(separator: " ")
+    }
+
+    static func json(_ fields: [(String, String)]) -> String {
+        "{" + fields.map { "\(jsonString($0)):\(jsonString($1))" }.joined(separator: ",") + "}"
+    }
+
+    private static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    private static func timestamp() -> String {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        var time = spec.tv_sec
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+            parts.tm_hour, parts.tm_min, parts.tm_sec, spec.tv_nsec / 1_000_000)
+    }
+}

@@ -1,1 +1,0 @@
-print("pgconn_exporter")

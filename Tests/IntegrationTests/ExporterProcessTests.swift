@@ -1,0 +1,246 @@
+import Foundation
+import Testing
+
+/// The real `pgconn_exporter` executable as a user runs it: flags, config errors, HTTP, logs, signals.
+@Suite(.serialized) struct ExporterProcessTests {
+    // MARK: Config errors
+
+    static let validConfig = """
+        targets:
+          - name: db
+            dsn: host=127.0.0.1 port=1 user=postgres
+        """
+
+    static let invalidConfigs: [(String, String, [String])] = [
+        (
+            "timeout not shorter",
+            """
+            targets:
+              - name: db
+                dsn: host=127.0.0.1 user=postgres
+                probe_interval: 1s
+                probe_timeout: 2s
+            """,
+            ["targets[0].probe_timeout: must be shorter than probe_interval (2s >= 1s)"]
+        ),
+        (
+            "unknown key and duplicate name",
+            """
+            targets:
+              - name: db
+                dsn: host=127.0.0.1 user=postgres
+                prob_interval: 5s
+              - name: db
+                dsn: host=127.0.0.2 user=postgres
+            """,
+            [
+                "targets[0].prob_interval: unknown key",
+                #"targets[1].name: duplicate target name "db" (first at targets[0])"#,
+            ]
+        ),
+        (
+            "bad duration and empty dsn",
+            """
+            defaults:
+              probe_interval: 5x
+            targets:
+              - name: db
+                dsn: ""
+            """,
+            [
+                #"defaults.probe_interval: invalid duration "5x": unknown unit "x" (use ms, s, m, h, d, w, y)"#,
+                "targets[0].dsn: must not be empty",
+            ]
+        ),
+        (
+            "negative duration",
+            """
+            targets:
+              - name: db
+                dsn: host=127.0.0.1 user=postgres
+                connect_timeout: -5s
+            """,
+            [#"targets[0].connect_timeout: invalid duration "-5s": must not be negative"#]
+        ),
+    ]
+
+    @Test func configCheckAcceptsAValidConfig() throws {
+        let directory = try TemporaryDirectory()
+        let file = try directory.write("valid.yml", Self.validConfig)
+        let result = try runCommand(try ExporterBinary.url().path, ["--config.check", "--config.file=\(file)"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout == "\(file): valid, 1 target(s): db\n")
+    }
+
+    @Test(arguments: invalidConfigs)
+    func badConfigExitsNonZeroNamingThePath(name: String, yaml: String, messages: [String]) throws {
+        let directory = try TemporaryDirectory()
+        let file = try directory.write("config.yml", yaml)
+        for arguments in [["--config.check"], ["--web.listen-address=127.0.0.1:0"]] {
+            let result = try runCommand(
+                try ExporterBinary.url().path, arguments + ["--config.file=\(file)"], timeout: .seconds(10))
+            #expect(result.status == 1, "\(name) with \(arguments)")
+            let expected = messages.map { "pgconn_exporter: error: \(file): \($0)\n" }.joined()
+            #expect(result.stderr == expected, "\(name)")
+        }
+    }
+
+    @Test func missingConfigFileAndBadFlagsAreClearErrors() throws {
+        let binary = try ExporterBinary.url().path
+        let missing = try runCommand(binary, ["--config.file=/nonexistent/pgconn.yml"])
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains(#"cannot read config file "/nonexistent/pgconn.yml": no such file or directory"#))
+
+        let level = try runCommand(binary, ["--log.level=verbose"])
+        #expect(level.status != 0)
+        #expect(level.stderr.contains(#"--log.level: must be one of debug, info, warn, error (got "verbose")"#))
+        let format = try runCommand(binary, ["--log.format=xml"])
+        #expect(format.status != 0)
+        #expect(format.stderr.contains(#"--log.format: must be logfmt or json (got "xml")"#))
+
+        let version = try runCommand(binary, ["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout == "0.1.0\n")
+    }
+
+    @Test func portInUseIsAClearError() throws {
+        let directory = try TemporaryDirectory()
+        let file = try directory.write("valid.yml", Self.validConfig)
+        let (fd, port) = try SocketIO.listen()
+        defer { close(fd) }
+        let result = try runCommand(
+            try ExporterBinary.url().path, ["--config.file=\(file)", "--web.listen-address=127.0.0.1:\(port)"],
+            timeout: .seconds(10))
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("pgconn_exporter: error: --web.listen-address: "), "\(result.stderr)")
+        #expect(result.stderr.contains("127.0.0.1:\(port)"))
+    }
+
+    // MARK: Serving a live target
+
+    @Test func servesALiveTargetLogsStateChangesAndStopsOnSigterm() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        try server.psql("CREATE ROLE monitor LOGIN PASSWORD 'hunter2-secret'")
+        let directory = try TemporaryDirectory()
+        let passwordFile = try directory.write("password", "hunter2-secret\n")
+        let config = try directory.write(
+            "config.yml",
+            """
+            defaults:
+              probe_interval: 500ms
+              probe_timeout: 400ms
+              login_interval: 1s
+            targets:
+              - name: db
+                dsn: postgresql://monitor@127.0.0.1:\(server.port)/postgres?sslmode=disable
+                password_file: \(passwordFile)
+                expect: primary
+                labels: {cluster: main}
+            """)
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        defer { exporter.kill() }
+
+        try eventually(timeout: .seconds(20)) { try httpGet(port: port, path: "/-/ready").status == 200 }
+        let metrics = try httpGet(port: port, path: "/metrics")
+        #expect(metrics.status == 200)
+        #expect(metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
+        for line in [
+            #"pgconn_up{target="db"} 1"#, #"pgconn_login_up{target="db"} 1"#, #"pgconn_state{target="db",state="up"} 1"#,
+            #"pgconn_server_in_recovery{target="db"} 0"#,
+            #"pgconn_target_info{target="db",host="127.0.0.1",port="\#(server.port)",database="postgres",user="monitor",sslmode="disable",cluster="main"} 1"#,
+            #"pgconn_exporter_config_last_reload_successful 1"#,
+        ] {
+            #expect(metrics.body.contains(line + "\n"), "missing \(line)")
+        }
+        #expect(metrics.body.contains("pgconn_exporter_build_info{version=\"0.1.0\""))
+        #expect(metrics.body.contains("process_resident_memory_bytes "))
+        #expect(!metrics.body.contains("hunter2"), "no password in metrics")
+        try expectPromtoolAccepts(metrics.body)
+
+        let landing = try httpGet(port: port, path: "/")
+        #expect(landing.status == 200)
+        #expect(landing.body.contains("db"))
+        #expect(try httpGet(port: port, path: "/nope").status == 404)
+        let post = try httpRequest(method: "POST", port: port, path: "/metrics")
+        #expect(post.status == 405)
+
+        let clock = ContinuousClock()
+        let start = clock.now
+        exporter.terminate()
+        let status = try exporter.waitForExit(timeout: .seconds(5))
+        let shutdown = clock.now - start
+        print("SIGTERM to exit: \(shutdown.milliseconds) ms")
+        #expect(status == 0)
+        #expect(shutdown < .seconds(1))
+
+        let log = exporter.stderr()
+        #expect(log.contains(#"msg="session state changed" target=db from=start to=connecting"#), "\(log)")
+        #expect(log.contains(#"msg="session state changed" target=db from=connecting to=up"#))
+        #expect(!log.contains("hunter2"), "no password in logs")
+        let leftOver = try server.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgconn_exporter%'")
+        #expect(leftOver == "0", "every connection closed on exit")
+    }
+
+    private func expectPromtoolAccepts(_ text: String) throws {
+        let promtool = "/usr/bin/promtool"
+        guard FileManager.default.isExecutableFile(atPath: promtool) else {
+            Issue.record("promtool missing: `make deps` installs the prometheus package")
+            return
+        }
+        let result = try runCommand(promtool, ["check", "metrics"], stdin: text)
+        #expect(result.status == 0 && result.stdout.isEmpty && result.stderr.isEmpty, "promtool: \(result.stdout)\(result.stderr)")
+    }
+}
+
+/// A temporary directory removed when the value goes.
+final class TemporaryDirectory {
+    let url: URL
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("pgconn-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: url) }
+
+    /// Writes `contents` to `name` inside the directory and returns its path.
+    func write(_ name: String, _ contents: String) throws -> String {
+        let file = url.appendingPathComponent(name)
+        try contents.write(to: file, atomically: true, encoding: .utf8)
+        return file.path
+    }
+}
+
+/// The exporter running as a child process, its stderr captured to a file.
+final class ExporterProcess {
+    private let process = Process()
+    private let stderrURL: URL
+
+    init(arguments: [String], directory: TemporaryDirectory) throws {
+        stderrURL = directory.url.appendingPathComponent("exporter.stderr")
+        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        process.executableURL = try ExporterBinary.url()
+        process.arguments = arguments
+        process.standardError = try FileHandle(forWritingTo: stderrURL)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    func terminate() { process.terminate() }
+
+    func kill() {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+
+    /// Waits for the exit status, polling so a hung process fails the test instead of hanging it.
+    func waitForExit(timeout: Duration) throws -> Int32 {
+        try eventually(timeout: timeout, poll: .milliseconds(10)) { !process.isRunning }
+        return process.terminationStatus
+    }
+
+    func stderr() -> String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
+}

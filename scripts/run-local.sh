@@ -147,10 +147,8 @@ cat >&2 <<EOF
 
   Try:
     curl -s $URL/metrics | grep '^pgconn_'
-    curl -fsS $URL/health
-    curl -fsS $URL/health/local
-    curl -s '$URL/probe?target=local'
-    curl -fsS -X POST $URL/-/reload
+    curl -fsS $URL/-/ready
+    curl -s $URL/
   Break the session and watch it recover:
     ${AS_PG[*]} $PG_BIN/psql -h $SOCKET_DIR -p $PORT -U postgres -c \\
       "select pg_terminate_backend(pid) from pg_stat_activity where usename = 'pgconn_monitor'"

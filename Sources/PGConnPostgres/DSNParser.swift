@@ -9,6 +9,28 @@ public enum DSNParser {
     /// would use the default Unix socket), port 5432, database = user.
     public static func parse(_ dsn: String) -> Result<DSNSummary, DSNError> {
         guard !dsn.trimmingWhitespace().isEmpty else { return .failure(DSNError(message: "must not be empty")) }
+        let values: [String: String]
+        switch parse(keywordsOf: dsn) {
+        case .success(let parsed): values = parsed
+        case .failure(let error): return .failure(error)
+        }
+        func value(_ key: String) -> String? { values[key].flatMap { $0.isEmpty ? nil : $0 } }
+        let user = value("user") ?? ""
+        return .success(
+            DSNSummary(
+                host: value("host") ?? value("hostaddr") ?? "localhost",
+                port: value("port") ?? "5432",
+                database: value("dbname") ?? user,
+                user: user,
+                sslmode: value("sslmode") ?? "prefer"))
+    }
+
+    /// Every keyword the DSN sets (URI or key=value), as libpq's parser reads it; `nil` if it does not parse.
+    static func values(of dsn: String) -> [String: String]? {
+        try? parse(keywordsOf: dsn).get()
+    }
+
+    private static func parse(keywordsOf dsn: String) -> Result<[String: String], DSNError> {
         var errorMessage: UnsafeMutablePointer<CChar>?
         guard let options = PQconninfoParse(dsn, &errorMessage) else {
             let message = errorMessage.map { redactQuotedValue(String(cString: $0).trimmingWhitespace()) }
@@ -23,15 +45,7 @@ public enum DSNParser {
             if let value = option.pointee.val { values[String(cString: keyword)] = String(cString: value) }
             option = option.advanced(by: 1)
         }
-        func value(_ key: String) -> String? { values[key].flatMap { $0.isEmpty ? nil : $0 } }
-        let user = value("user") ?? ""
-        return .success(
-            DSNSummary(
-                host: value("host") ?? value("hostaddr") ?? "localhost",
-                port: value("port") ?? "5432",
-                database: value("dbname") ?? user,
-                user: user,
-                sslmode: value("sslmode") ?? "prefer"))
+        return .success(values)
     }
 
     /// libpq quotes the offending word of a malformed key=value string (`missing "=" after "s3cret"`), which may

@@ -18,6 +18,7 @@ import Synchronization
 public final class Monitor: @unchecked Sendable {
     enum Command {
         case stop
+        case lookupFinished(ticket: UInt64, Result<[String], Failure>)
     }
 
     private let targets: [TargetRuntime]
@@ -30,6 +31,14 @@ public final class Monitor: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private let started = Atomic<Bool>(false)
     private var running = true
+    /// Lookups complete on resolver threads and come back as commands; `weak` because one may finish after stop.
+    private lazy var resolver = HostResolver { [weak self] ticket, result in
+        guard let self else { return }
+        self.commands.withLock { $0.append(.lookupFinished(ticket: ticket, result)) }
+        self.epoll.wake()
+    }
+    private var nextTicket: UInt64 = 0
+    private var pendingLookups: [UInt64: (index: Int, role: ConnectionRole)] = [:]
 
     /// - Parameter seed: seeds each target's backoff jitter (target i uses seed + i); random by default.
     public init(
@@ -110,7 +119,10 @@ public final class Monitor: @unchecked Sendable {
                     drive(target, target.session.stop(), now: now)
                     driveLogin(target, target.login.stop(), now: now)
                 }
+                resolver.shutdown()
                 running = false
+            case .lookupFinished(let ticket, let result):
+                lookupFinished(ticket: ticket, result, now: now)
             }
         }
     }
@@ -156,6 +168,97 @@ public final class Monitor: @unchecked Sendable {
         }
     }
 
+    // MARK: - Connections (shared by sessions and login checks)
+
+    /// Opens the slot's connection: resolves host names first (off this thread) when the DSN needs it.
+    private func open(_ slot: ConnectionSlot, of target: TargetRuntime, now: MonotonicInstant) {
+        close(slot)
+        if let hosts = target.hostsNeedingLookup {
+            nextTicket += 1
+            slot.ticket = nextTicket
+            pendingLookups[nextTicket] = (target.index, slot.role)
+            resolver.resolve(hosts, ticket: nextTicket)
+        } else {
+            connect(slot, of: target, hostaddr: nil, now: now)
+        }
+    }
+
+    /// A lookup finished; ignored when its slot was closed or reopened since (the ticket no longer matches).
+    private func lookupFinished(ticket: UInt64, _ result: Result<[String], Failure>, now: MonotonicInstant) {
+        guard let (index, role) = pendingLookups.removeValue(forKey: ticket) else { return }
+        let target = targets[index]
+        let slot = target.slot(role)
+        guard slot.ticket == ticket else { return }
+        slot.ticket = nil
+        switch result {
+        case .success(let addresses):
+            connect(slot, of: target, hostaddr: addresses.joined(separator: ","), now: now)
+        case .failure(let failure):
+            connectFailed(slot, of: target, failure, now: now)
+        }
+    }
+
+    private func connect(_ slot: ConnectionSlot, of target: TargetRuntime, hostaddr: String?, now: MonotonicInstant) {
+        let purpose: ConnectionParameters.Purpose = slot.role == .session ? .session : .loginCheck
+        let started = ConnectionParameters.overrides(for: target.config, purpose: purpose).flatMap { overrides in
+            PostgresConnection.start(
+                dsn: target.config.dsn, overrides: overrides + (hostaddr.map { [("hostaddr", $0)] } ?? []))
+        }
+        switch started {
+        case .failure(let failure):
+            connectFailed(slot, of: target, failure, now: now)
+        case .success(let connection):
+            slot.connection = connection
+            slot.connecting = true
+            slot.socket = connection.socket
+            epoll.add(connection.socket, .write, token: target.token(slot.role))
+        }
+    }
+
+    private func connectFailed(_ slot: ConnectionSlot, of target: TargetRuntime, _ failure: Failure, now: MonotonicInstant) {
+        switch slot.role {
+        case .session: drive(target, target.session.connectFailed(failure, now: now), now: now)
+        case .login: driveLogin(target, target.login.failed(failure, now: now), now: now)
+        }
+    }
+
+    /// Closes the slot's connection (or forgets its pending lookup). Idempotent.
+    private func close(_ slot: ConnectionSlot) {
+        slot.ticket = nil
+        slot.query = nil
+        slot.results = []
+        guard let connection = slot.connection else { return }
+        epoll.unwatch(slot.socket)
+        connection.close()
+        slot.connection = nil
+        slot.socket = -1
+    }
+
+    /// Advances a connect in progress; returns the connection once it is ready.
+    private func advanceConnect(_ slot: ConnectionSlot, of target: TargetRuntime, now: MonotonicInstant) -> Bool {
+        guard let connection = slot.connection else { return false }
+        let status = connection.poll()
+        let token = target.token(slot.role)
+        // libpq may switch sockets while connecting (the next host or address): move the registration along.
+        if connection.socket != slot.socket {
+            epoll.unwatch(slot.socket)
+            slot.socket = connection.socket
+            if slot.socket >= 0 { epoll.add(slot.socket, .write, token: token) }
+        }
+        switch status {
+        case .wantRead:
+            epoll.watch(slot.socket, .read, token: token)
+        case .wantWrite:
+            epoll.watch(slot.socket, .write, token: token)
+        case .ready:
+            slot.connecting = false
+            return true
+        case .failed(let failure):
+            connectFailed(slot, of: target, failure, now: now)
+        }
+        return false
+    }
+
     // MARK: - Session
 
     /// Applies a session output: metrics and logs first, then the actions, which may feed more events.
@@ -164,104 +267,71 @@ public final class Monitor: @unchecked Sendable {
         for action in output.actions {
             switch action {
             case .openConnection:
-                openSession(target, now: now)
+                open(target.sessionSlot, of: target, now: now)
             case .sendFactsQuery:
                 send(target, .facts, Self.factsQuery, now: now)
             case .sendProbe:
                 send(target, .probe, Self.probeQuery(for: target.config), now: now)
             case .closeConnection:
-                closeSession(target)
+                close(target.sessionSlot)
             }
         }
         reschedule(target)
     }
 
-    private func openSession(_ target: TargetRuntime, now: MonotonicInstant) {
-        closeSession(target)
-        let started = ConnectionParameters.overrides(for: target.config, purpose: .session).flatMap {
-            PostgresConnection.start(dsn: target.config.dsn, overrides: $0)
-        }
-        switch started {
-        case .failure(let failure):
-            drive(target, target.session.connectFailed(failure, now: now), now: now)
-        case .success(let connection):
-            target.sessionConnection = connection
-            target.sessionConnecting = true
-            target.sessionSocket = connection.socket
-            epoll.add(connection.socket, .write, token: target.sessionToken)
-        }
-    }
-
-    private func closeSession(_ target: TargetRuntime) {
-        guard let connection = target.sessionConnection else { return }
-        epoll.unwatch(target.sessionSocket)
-        connection.close()
-        target.sessionConnection = nil
-        target.sessionSocket = -1
-        target.sessionQuery = nil
-        target.sessionResults = []
-    }
-
     private func send(_ target: TargetRuntime, _ kind: QueryKind, _ sql: String, now: MonotonicInstant) {
-        guard let connection = target.sessionConnection else { return }
+        let slot = target.sessionSlot
+        guard let connection = slot.connection else { return }
         guard connection.sendQuery(sql) else {
             let failure = FailureClassifier.classify(sqlstate: nil, message: connection.errorMessage)
             drive(target, target.session.connectionLost(failure, now: now), now: now)
             return
         }
-        target.sessionQuery = kind
-        target.sessionResults = []
+        slot.query = kind
+        slot.results = []
         flushSession(target, now: now)
     }
 
     private func flushSession(_ target: TargetRuntime, now: MonotonicInstant) {
-        guard let connection = target.sessionConnection else { return }
+        let slot = target.sessionSlot
+        guard let connection = slot.connection else { return }
         switch connection.flush() {
         case .success(let done):
-            epoll.watch(target.sessionSocket, done ? .read : [.read, .write], token: target.sessionToken)
+            epoll.watch(slot.socket, done ? .read : [.read, .write], token: target.token(.session))
         case .failure(let failure):
             drive(target, target.session.connectionLost(failure, now: now), now: now)
         }
     }
 
     private func sessionSocketReady(_ target: TargetRuntime, _ event: Epoll.Event, now: MonotonicInstant) {
-        guard let connection = target.sessionConnection else { return }
-        if target.sessionConnecting {
-            let status = connection.poll()
-            followSocket(of: connection, registered: &target.sessionSocket, token: target.sessionToken)
-            switch status {
-            case .wantRead:
-                epoll.watch(target.sessionSocket, .read, token: target.sessionToken)
-            case .wantWrite:
-                epoll.watch(target.sessionSocket, .write, token: target.sessionToken)
-            case .ready:
-                target.sessionConnecting = false
-                epoll.watch(target.sessionSocket, .read, token: target.sessionToken)
+        let slot = target.sessionSlot
+        guard let connection = slot.connection else { return }
+        if slot.connecting {
+            if advanceConnect(slot, of: target, now: now) {
+                epoll.watch(slot.socket, .read, token: target.token(.session))
                 drive(target, target.session.connected(now: now), now: now)
-            case .failed(let failure):
-                drive(target, target.session.connectFailed(failure, now: now), now: now)
             }
             return
         }
-        if event.writable && target.sessionQuery != nil {
+        if event.writable && slot.query != nil {
             flushSession(target, now: now)
-            guard target.sessionConnection === connection else { return }
+            guard slot.connection === connection else { return }
         }
         guard event.readable || event.hangup else { return }
         if let failure = connection.consumeInput() {
             drive(target, target.session.connectionLost(failure, now: now), now: now)
             return
         }
-        guard let kind = target.sessionQuery else { return }  // idle: a notice or parameter status, nothing to do
+        guard let kind = slot.query else { return }  // idle: a notice or parameter status, nothing to do
         while !connection.isBusy {
             guard let result = connection.nextResult() else {
-                target.sessionQuery = nil
-                let results = target.sessionResults
-                target.sessionResults = []
+                let results = slot.results
+                slot.query = nil
+                slot.results = []
                 finishQuery(target, kind, results, connection: connection, now: now)
                 return
             }
-            target.sessionResults.append(result)
+            slot.results.append(result)
         }
     }
 
@@ -300,60 +370,20 @@ public final class Monitor: @unchecked Sendable {
         for action in output.actions {
             switch action {
             case .openConnection:
-                openLogin(target, now: now)
+                open(target.loginSlot, of: target, now: now)
             case .closeConnection:
-                closeLogin(target)
+                close(target.loginSlot)
             }
         }
         reschedule(target)
     }
 
-    private func openLogin(_ target: TargetRuntime, now: MonotonicInstant) {
-        closeLogin(target)
-        let started = ConnectionParameters.overrides(for: target.config, purpose: .loginCheck).flatMap {
-            PostgresConnection.start(dsn: target.config.dsn, overrides: $0)
-        }
-        switch started {
-        case .failure(let failure):
-            driveLogin(target, target.login.failed(failure, now: now), now: now)
-        case .success(let connection):
-            target.loginConnection = connection
-            target.loginSocket = connection.socket
-            epoll.add(connection.socket, .write, token: target.loginToken)
-        }
-    }
-
-    private func closeLogin(_ target: TargetRuntime) {
-        guard let connection = target.loginConnection else { return }
-        epoll.unwatch(target.loginSocket)
-        connection.close()
-        target.loginConnection = nil
-        target.loginSocket = -1
-    }
-
     private func loginSocketReady(_ target: TargetRuntime, now: MonotonicInstant) {
-        guard let connection = target.loginConnection else { return }
-        let status = connection.poll()
-        followSocket(of: connection, registered: &target.loginSocket, token: target.loginToken)
-        switch status {
-        case .wantRead:
-            epoll.watch(target.loginSocket, .read, token: target.loginToken)
-        case .wantWrite:
-            epoll.watch(target.loginSocket, .write, token: target.loginToken)
-        case .ready:
+        let slot = target.loginSlot
+        guard slot.connection != nil, slot.connecting else { return }
+        if advanceConnect(slot, of: target, now: now) {
             driveLogin(target, target.login.succeeded(now: now), now: now)
-        case .failed(let failure):
-            driveLogin(target, target.login.failed(failure, now: now), now: now)
         }
-    }
-
-    /// libpq may switch sockets while connecting (the next host or address): move the registration along.
-    private func followSocket(of connection: PostgresConnection, registered: inout Int32, token: UInt64) {
-        let current = connection.socket
-        guard current != registered else { return }
-        epoll.unwatch(registered)
-        registered = current
-        if current >= 0 { epoll.add(current, .write, token: token) }
     }
 
     // MARK: - Observations
@@ -451,19 +481,37 @@ enum QueryKind {
     case probe
 }
 
+enum ConnectionRole {
+    case session
+    case login
+}
+
+/// One connection of a target (its session, or its current login check) and what it is doing.
+final class ConnectionSlot {
+    let role: ConnectionRole
+    var connection: PostgresConnection?
+    /// The socket registered with epoll, -1 when none.
+    var socket: Int32 = -1
+    var connecting = false
+    /// The host-name lookup this slot waits for, if any.
+    var ticket: UInt64?
+    /// The query in flight on a session, and the results received so far.
+    var query: QueryKind?
+    var results: [PostgresConnection.QueryResult] = []
+
+    init(role: ConnectionRole) { self.role = role }
+}
+
 /// One target's machines and connections; touched only on the monitor's I/O thread.
 final class TargetRuntime {
     let index: Int
     let config: TargetConfig
+    /// The DSN's host names to resolve before each connect, `nil` when libpq can connect without a lookup.
+    let hostsNeedingLookup: [String]?
     var session: SessionStateMachine
     var login: LoginCheckStateMachine
-    var sessionConnection: PostgresConnection?
-    var sessionConnecting = false
-    var sessionSocket: Int32 = -1
-    var sessionQuery: QueryKind?
-    var sessionResults: [PostgresConnection.QueryResult] = []
-    var loginConnection: PostgresConnection?
-    var loginSocket: Int32 = -1
+    let sessionSlot = ConnectionSlot(role: .session)
+    let loginSlot = ConnectionSlot(role: .login)
     var scheduledSession: MonotonicInstant?
     var scheduledLogin: MonotonicInstant?
     /// Whether this target has counted toward readiness.
@@ -472,13 +520,15 @@ final class TargetRuntime {
     init(index: Int, config: TargetConfig, seed: UInt64) {
         self.index = index
         self.config = config
+        self.hostsNeedingLookup = HostResolver.hostsNeedingLookup(dsn: config.dsn)
         self.session = SessionStateMachine(config: config, seed: seed)
         self.login = LoginCheckStateMachine(interval: config.loginInterval, timeout: config.connectTimeout)
     }
 
+    func slot(_ role: ConnectionRole) -> ConnectionSlot { role == .session ? sessionSlot : loginSlot }
+
     /// epoll tokens: the index shifted left, the low bit telling session (0) from login check (1).
-    var sessionToken: UInt64 { UInt64(index) << 1 }
-    var loginToken: UInt64 { UInt64(index) << 1 | 1 }
+    func token(_ role: ConnectionRole) -> UInt64 { UInt64(index) << 1 | (role == .session ? 0 : 1) }
 }
 
 extension ServerFacts {

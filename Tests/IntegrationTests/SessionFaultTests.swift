@@ -17,11 +17,14 @@ import Testing
         try fixture.await("db") { $0.isSessionUp }
         let before = fixture.series("db")
 
+        let clock = ContinuousClock()
+        let terminatedAt = clock.now
         let killed = try server.psql(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgconn_exporter'")
         #expect(killed == "1")
-        let detection = try fixture.await("db") { $0.disconnects[.adminShutdown] == 1 }
-        print("detect terminated backend: \(detection.milliseconds) ms")
+        try fixture.await("db") { $0.disconnects[.adminShutdown] == 1 }
+        let detection = clock.now - terminatedAt
+        print("detect terminated backend: \(detection.milliseconds) ms from calling psql (psql itself included)")
 
         let recovery = try fixture.await("db") { $0.isSessionUp && $0.sessionStart > before.sessionStart }
         print("reconnect after terminate: \(recovery.milliseconds) ms after detection")
@@ -71,12 +74,18 @@ import Testing
             try testTarget("wrong_password", dsn: server.dsn(password: "wrong"), loginInterval: .milliseconds(300)),
             try testTarget("missing_db", dsn: server.dsn(password: Self.superuser, database: "nope")),
             try testTarget("closed_port", dsn: "host=127.0.0.1 port=\(closedPort) user=postgres connect_timeout=5"),
+            try testTarget("unknown_host", dsn: "host=no-such-host.invalid port=\(server.port) user=postgres"),
+            try testTarget(
+                "by_name", dsn: "host=localhost port=\(server.port) user=postgres password=\(Self.superuser)",
+                loginInterval: .milliseconds(300)),
         ])
         try fixture.await("wrong_password") { $0.connectionFailures[.auth, default: 0] >= 2 }
         try fixture.await("wrong_password") { $0.loginFailures[.auth, default: 0] >= 1 && !$0.loginUp }
         try fixture.await("missing_db") { $0.connectionFailures[.databaseMissing, default: 0] >= 1 }
         try fixture.await("closed_port") { $0.connectionFailures[.refused, default: 0] >= 1 }
-        for name in ["wrong_password", "missing_db", "closed_port"] {
+        try fixture.await("unknown_host") { $0.connectionFailures[.dns, default: 0] >= 1 }
+        try fixture.await("by_name") { $0.isSessionUp && $0.loginUp }
+        for name in ["wrong_password", "missing_db", "closed_port", "unknown_host"] {
             let series = fixture.series(name)
             #expect(series.state == .backoff || series.state == .connecting, "\(name)")
             #expect(series.probes == 0, "\(name) never got a session")

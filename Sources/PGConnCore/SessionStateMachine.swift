@@ -181,7 +181,8 @@ public struct SessionStateMachine: Sendable {
         guard case .up(let since, .probing(let started)) = state else { return Output() }
         state = .up(since: since, phase: .waiting(nextProbe: started + config.probeInterval))
         if let inRecovery, let failure = roleMismatch(inRecovery: inRecovery) {
-            var output = Output(observations: [.probeFailed(failure)])
+            // The session is kept, so no reconnect would re-read the role: report the new one here.
+            var output = Output(observations: [.probeFailed(failure), .facts(ServerFacts(inRecovery: inRecovery))])
             recordFailure(failure, now: now, into: &output)
             return output
         }

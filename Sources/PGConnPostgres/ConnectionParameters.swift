@@ -54,8 +54,9 @@ enum ConnectionParameters {
             return .failure(Failure(reason: .auth, message: "cannot read password_file \(path): \(reason)"))
         }
         let text = String(decoding: bytes[0..<count], as: UTF8.self)
-        let firstLine = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        return .success(String(firstLine.hasSuffix("\r") ? firstLine.dropLast() : firstLine))
+        // "\r\n" is one Character in Swift, so split on any newline rather than on "\n".
+        let firstLine = text.split(maxSplits: 1, omittingEmptySubsequences: false, whereSeparator: \.isNewline).first
+        return .success(String(firstLine ?? ""))
     }
 
     /// libpq takes keepalive settings in whole seconds; round up so a sub-second setting still means something.

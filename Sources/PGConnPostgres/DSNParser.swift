@@ -49,8 +49,10 @@ public enum DSNParser {
     }
 
     /// libpq quotes the offending word of a malformed key=value string (`missing "=" after "s3cret"`), which may
-    /// be a password typed without its key: keep the message, drop the word.
+    /// be a password typed without its key, and repeats a malformed URI whole (`... in URI: "postgresql://u:pw@..."`):
+    /// keep the message, drop the quoted text.
     static func redactQuotedValue(_ message: String) -> String {
+        if let uri = message.range(of: " in URI: \"") { return String(message[..<uri.lowerBound]) + " in URI" }
         guard let range = message.range(of: "after \"") else { return message }
         guard let end = message[range.upperBound...].firstIndex(of: "\"") else { return message }
         return message.replacingCharacters(in: range.upperBound..<end, with: "...")

@@ -30,6 +30,7 @@ public final class Monitor: @unchecked Sendable {
     private let reportedTargets = Atomic<Int>(0)
     private let finished = DispatchSemaphore(value: 0)
     private let started = Atomic<Bool>(false)
+    private let stopRequested = Atomic<Bool>(false)
     private var running = true
     /// Lookups complete on resolver threads and come back as commands; `weak` because one may finish after stop.
     private lazy var resolver = HostResolver { [weak self] ticket, result in
@@ -68,8 +69,11 @@ public final class Monitor: @unchecked Sendable {
     }
 
     /// Closes every connection and stops the I/O thread; returns when it has (or after `timeout`).
+    /// Idempotent: later calls return at once.
     public func stop(timeout: Duration = .seconds(2)) {
-        guard started.load(ordering: .acquiring) else { return }
+        guard started.load(ordering: .acquiring), !stopRequested.exchange(true, ordering: .acquiringAndReleasing) else {
+            return
+        }
         commands.withLock { $0.append(.stop) }
         epoll.wake()
         _ = finished.wait(timeout: .now() + .nanoseconds(Int(timeout.nanoseconds)))

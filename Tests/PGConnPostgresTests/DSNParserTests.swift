@@ -27,7 +27,8 @@ import Testing
         ("", "must not be empty"),
         ("   ", "must not be empty"),
         ("host=db bogus=1", #"invalid connection option "bogus""#),
-        ("postgresql://db:notaport/x", #"invalid integer value "notaport" for connection option "port""#),
+        ("postgresql://u:s3cret@[::1/x", #"end of string reached when looking for matching "]" in IPv6 host address in URI"#),
+        ("postgresql://u:s3cret@db/x?bogus=1", #"invalid URI query parameter: "bogus""#),
         ("host=db s3cret", #"missing "=" after "..." in connection info string"#),
     ])
     func rejectsWhatLibpqRejects(dsn: String, message: String) {

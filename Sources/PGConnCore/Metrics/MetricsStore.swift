@@ -40,13 +40,18 @@ public final class MetricsStore: Sendable {
         self.buildInfo = buildInfo
     }
 
-    /// Sets the monitored targets: series of targets that stay keep their values, new ones start at 0,
-    /// removed ones disappear.
+    /// Sets the monitored targets: targets that stay keep their counters (and take their new settings and
+    /// labels), new ones start at 0, removed ones disappear.
     public func setTargets(_ configs: [TargetConfig]) {
         state.withLock { state in
             var targets: [String: TargetSeries] = [:]
             for config in configs {
-                targets[config.name] = state.targets[config.name] ?? TargetSeries(config: config)
+                if var kept = state.targets[config.name] {
+                    kept.reconfigure(config)
+                    targets[config.name] = kept
+                } else {
+                    targets[config.name] = TargetSeries(config: config)
+                }
             }
             state.order = configs.map(\.name)
             state.targets = targets

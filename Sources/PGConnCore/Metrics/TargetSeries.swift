@@ -6,10 +6,10 @@
 public struct TargetSeries: Sendable {
     public let name: String
     /// `pgconn_target_info` labels after `target`: host, port, database, user, sslmode, then the config's labels.
-    public let infoLabels: [(key: String, value: String)]
+    public private(set) var infoLabels: [(key: String, value: String)] = []
     /// How old the last success may be before `pgconn_up` reads 0 even if no failure was seen (a stalled loop).
-    public let staleAfter: Duration
-    public let loginEnabled: Bool
+    public private(set) var staleAfter: Duration = .zero
+    public private(set) var loginEnabled = false
 
     public internal(set) var probeHealthy = false
     public internal(set) var loginUp = false
@@ -44,9 +44,10 @@ public struct TargetSeries: Sendable {
         ![.queryError, .readOnly, .idleTimeout].contains($0)
     }
     /// Reasons a probe on an established session can fail with.
+    /// `auth` is here because a probe refused for privileges (42501) is classified so.
     static let probeReasons: [FailureReason] = [
-        .timeout, .network, .tls, .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost, .queryError,
-        .readOnly, .other,
+        .timeout, .network, .tls, .auth, .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost,
+        .queryError, .readOnly, .other,
     ]
     /// Reasons an established session can be lost for.
     static let disconnectReasons: [FailureReason] = [
@@ -55,18 +56,21 @@ public struct TargetSeries: Sendable {
 
     public init(config: TargetConfig) {
         name = config.name
-        var labels: [(key: String, value: String)] = [
-            ("host", config.summary.host), ("port", config.summary.port), ("database", config.summary.database),
-            ("user", config.summary.user), ("sslmode", config.summary.sslmode),
-        ]
-        labels.append(contentsOf: config.labels)
-        infoLabels = labels
-        staleAfter = config.probeInterval * 2 + config.probeTimeout
-        loginEnabled = config.loginInterval > .zero
         probeFailures = Self.zeroes(Self.probeReasons)
         connectionFailures = Self.zeroes(Self.connectReasons)
         loginFailures = Self.zeroes(Self.connectReasons)
         disconnects = Self.zeroes(Self.disconnectReasons)
+        reconfigure(config)
+    }
+
+    /// Takes the settings of a changed config for the same target name; counters and histograms are kept.
+    public mutating func reconfigure(_ config: TargetConfig) {
+        infoLabels = [
+            ("host", config.summary.host), ("port", config.summary.port), ("database", config.summary.database),
+            ("user", config.summary.user), ("sslmode", config.summary.sslmode),
+        ] + config.labels
+        staleAfter = config.probeInterval * 2 + config.probeTimeout
+        loginEnabled = config.loginInterval > .zero
     }
 
     private static func zeroes(_ reasons: [FailureReason]) -> [FailureReason: UInt64] {

@@ -1,0 +1,427 @@
+import Testing
+
+@testable import PGConnCore
+
+/// Every observation changes exactly the fields it should; reason counters start at 0; `isUp` goes stale.
+@Suite struct TargetSeriesTests {
+    static let config = TargetConfig(
+        name: "primary", dsn: "postgresql://monitor@db1:5432/postgres?sslmode=verify-full",
+        summary: DSNSummary(host: "db1", port: "5432", database: "postgres", user: "monitor", sslmode: "verify-full"),
+        probeInterval: .seconds(5), probeTimeout: .seconds(2), loginInterval: .seconds(60),
+        backoff: BackoffConfig(initial: .seconds(1), max: .seconds(8), multiplier: 2, jitter: 0),
+        labels: [("cluster", "main"), ("zone", "b")])
+
+    static let refused = Failure(reason: .refused, message: "Connection refused")
+    static let terminated = Failure(reason: .adminShutdown, sqlstate: "57P01", message: "terminating connection")
+    static let syntax = Failure(reason: .queryError, sqlstate: "42601", message: "syntax error")
+    static let badPassword = Failure(reason: .auth, sqlstate: "28P01", message: "password authentication failed")
+
+    /// Wall clock of the base series' events, and of every observation under test.
+    static let before = 1_700_000_000.0
+    static let now = 1_700_000_100.0
+
+    /// A series whose session is up: connected, facts read, one probe answered, all at `before`.
+    static func baseSeries() -> TargetSeries {
+        var series = TargetSeries(config: config)
+        let observations: [SessionStateMachine.Observation] = [
+            .connectionAttempt, .stateChanged(from: nil, to: .connecting, failure: nil),
+            .connected(duration: .milliseconds(10)), .stateChanged(from: .connecting, to: .up, failure: nil),
+            .facts(ServerFacts(version: "15.18", inRecovery: false, startTime: 1_699_000_000)),
+            .probeSucceeded(duration: .milliseconds(1), inRecovery: false), .healthChanged(up: true, failure: nil),
+        ]
+        for observation in observations { series.apply(observation, wallClock: before) }
+        return series
+    }
+
+    // MARK: - Configuration-derived fields
+
+    @Test func initTakesLabelsStalenessAndLoginFromTheConfig() {
+        let series = TargetSeries(config: Self.config)
+        #expect(series.name == "primary")
+        #expect(series.infoLabels.map(\.key) == ["host", "port", "database", "user", "sslmode", "cluster", "zone"])
+        #expect(series.infoLabels.map(\.value) == ["db1", "5432", "postgres", "monitor", "verify-full", "main", "b"])
+        #expect(series.staleAfter == .seconds(12), "probe_interval × 2 + probe_timeout")
+        #expect(series.loginEnabled)
+
+        var config = Self.config
+        config.loginInterval = .zero
+        config.probeInterval = .milliseconds(500)
+        config.probeTimeout = .milliseconds(250)
+        let other = TargetSeries(config: config)
+        #expect(!other.loginEnabled)
+        #expect(other.staleAfter == .milliseconds(1250))
+    }
+
+    @Test func startsAtZero() {
+        let fields = Fields(TargetSeries(config: Self.config))
+        #expect(!fields.probeHealthy && !fields.loginUp && fields.state == nil)
+        #expect(fields.probes == 0 && fields.connectionAttempts == 0 && fields.loginChecks == 0 && fields.resets == 0)
+        #expect(fields.lastSuccess == 0 && fields.sessionStart == 0 && fields.downtime == 0 && fields.backoff == 0)
+        #expect(fields.serverVersion == nil && fields.inRecovery == nil && fields.serverStartTime == nil)
+        #expect(fields.probeDuration.count == 0 && fields.connectDuration.count == 0)
+        #expect(fields.outageDuration.count == 0 && fields.outages == 0 && !fields.restartDetected)
+    }
+
+    // MARK: - Reason counters
+
+    @Test func reasonCountersArePreCreatedAtZero() {
+        let series = TargetSeries(config: Self.config)
+        let probe: Set<FailureReason> = [
+            .timeout, .network, .tls, .auth, .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost,
+            .queryError, .readOnly, .other,
+        ]
+        let connect = Set(FailureReason.allCases).subtracting([.queryError, .readOnly, .idleTimeout])
+        let disconnect: Set<FailureReason> = [
+            .timeout, .network, .tls, .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost, .other,
+        ]
+        #expect(Set(series.probeFailures.keys) == probe)
+        #expect(Set(series.connectionFailures.keys) == connect)
+        #expect(Set(series.loginFailures.keys) == connect)
+        #expect(Set(series.disconnects.keys) == disconnect)
+        #expect(connect.count == 13)
+        for counts in [series.probeFailures, series.connectionFailures, series.loginFailures, series.disconnects] {
+            #expect(counts.values.allSatisfy { $0 == 0 })
+        }
+    }
+
+    @Test func anUnexpectedReasonIsStillCounted() {
+        var series = TargetSeries(config: Self.config)
+        #expect(series.probeFailures[.refused] == nil)
+        series.apply(.probeFailed(Self.refused), wallClock: Self.now)
+        series.apply(.connectionFailed(Failure(reason: .readOnly, message: "x"), duration: .zero), wallClock: Self.now)
+        series.apply(.disconnected(Self.badPassword), wallClock: Self.now)
+        series.apply(.failed(Failure(reason: .queryError, message: "x"), duration: .zero))
+        #expect(series.probeFailures[.refused] == 1)
+        #expect(series.connectionFailures[.readOnly] == 1)
+        #expect(series.disconnects[.auth] == 1)
+        #expect(series.loginFailures[.queryError] == 1)
+        #expect(series.probeFailures.count == 12, "the pre-created eleven plus the new one")
+    }
+
+    // MARK: - Session observations
+
+    @Test("each session observation changes exactly its fields", arguments: SessionCase.all)
+    func sessionObservation(_ testCase: SessionCase) {
+        var series = Self.baseSeries()
+        let before = Fields(series)
+        var expected = before
+        testCase.change(&expected)
+        #expect(testCase.isNoOp == (expected == before), "the case's expectation must really change something")
+        series.apply(testCase.observation, wallClock: Self.now)
+        let after = Fields(series)
+        #expect(after == expected, "\(after.differences(from: expected))")
+    }
+
+    @Test func everySessionObservationKindHasACase() {
+        #expect(Set(SessionCase.all.map { SessionCase.kind($0.observation) }) == Set(SessionCase.allKinds))
+    }
+
+    @Test func aChangedServerStartTimeIsReportedOnce() {
+        var series = Self.baseSeries()
+        var taken = series.takeRestartDetected()
+        #expect(!taken)
+        series.apply(.facts(ServerFacts(startTime: 1_699_000_000.4)), wallClock: Self.now)
+        taken = series.takeRestartDetected()
+        #expect(!taken, "within 0.5 s: the same postmaster (float rounding)")
+        series.apply(.facts(ServerFacts(startTime: 1_699_500_000)), wallClock: Self.now)
+        taken = series.takeRestartDetected()
+        #expect(taken)
+        taken = series.takeRestartDetected()
+        #expect(!taken, "cleared by the first take")
+        #expect(series.serverStartTime == 1_699_500_000)
+    }
+
+    @Test func downtimeAccumulates() {
+        var series = Self.baseSeries()
+        series.apply(.downtime(.milliseconds(1500)), wallClock: Self.now)
+        series.apply(.downtime(.seconds(2)), wallClock: Self.now)
+        #expect(series.downtime == 3.5)
+    }
+
+    // MARK: - Login observations
+
+    @Test("each login observation changes exactly its fields", arguments: LoginCase.all)
+    func loginObservation(_ testCase: LoginCase) {
+        var series = Self.baseSeries()
+        series.apply(.healthChanged(up: testCase.startUp, failure: nil))
+        let before = Fields(series)
+        var expected = before
+        testCase.change(&expected)
+        #expect(expected != before, "the case's expectation must really change something")
+        series.apply(testCase.observation)
+        let after = Fields(series)
+        #expect(after == expected, "\(after.differences(from: expected))")
+    }
+
+    // MARK: - State the machine holds
+
+    @Test func syncCopiesStateBackoffAndFailuresFromTheMachine() {
+        var machine = SessionStateMachine(config: Self.config, seed: 7)
+        var series = TargetSeries(config: Self.config)
+        _ = machine.start(now: .zero)
+        _ = machine.connectFailed(Self.refused, now: MonotonicInstant(nanoseconds: 1_000_000))
+        series.sync(with: machine)
+        #expect(series.state == .backoff)
+        #expect(series.consecutiveFailures == 1)
+        #expect(series.backoff == 1, "initial backoff, no jitter")
+        #expect(!series.probeHealthy)
+
+        _ = machine.timerFired(now: MonotonicInstant(nanoseconds: 1_001_000_000))
+        series.sync(with: machine)
+        #expect(series.state == .connecting)
+        #expect(series.backoff == 0, "0 when not backing off")
+        _ = machine.connected(now: MonotonicInstant(nanoseconds: 1_002_000_000))
+        _ = machine.factsRead(nil, now: MonotonicInstant(nanoseconds: 1_003_000_000))
+        _ = machine.probeSucceeded(inRecovery: nil, now: MonotonicInstant(nanoseconds: 1_004_000_000))
+        series.sync(with: machine)
+        #expect(series.state == .up)
+        #expect(series.consecutiveFailures == 0)
+        #expect(series.probeHealthy)
+    }
+
+    /// A failover seen by a probe (`expect: primary`, the server is now in recovery) must show in
+    /// `pgconn_server_in_recovery`: the session is kept, so no reconnect re-reads the facts.
+    @Test func aProbeThatFindsTheWrongRoleUpdatesInRecovery() {
+        var config = Self.config
+        config.expect = .primary
+        var machine = SessionStateMachine(config: config, seed: 1)
+        var series = TargetSeries(config: config)
+        func ms(_ value: Int64) -> MonotonicInstant { MonotonicInstant(nanoseconds: value * 1_000_000) }
+        var outputs = [machine.start(now: ms(0))]
+        outputs.append(machine.connected(now: ms(10)))
+        outputs.append(machine.factsRead(ServerFacts(inRecovery: false), now: ms(11)))
+        outputs.append(machine.probeSucceeded(inRecovery: false, now: ms(12)))
+        outputs.append(machine.timerFired(now: ms(5_012)))
+        outputs.append(machine.probeSucceeded(inRecovery: true, now: ms(5_013)))
+        for observation in outputs.flatMap(\.observations) { series.apply(observation, wallClock: Self.now) }
+        series.sync(with: machine)
+        #expect(series.probeFailures[.readOnly] == 1)
+        #expect(series.state == .up, "the session is kept")
+        #expect(series.inRecovery == true)
+    }
+
+    // MARK: - Staleness
+
+    @Test(
+        "pgconn_up needs health and a success no older than staleAfter (12 s here)",
+        arguments: [
+            (true, 1_000.0, 1_000.0, true), (true, 1_000, 1_012, true), (true, 1_000, 1_012.001, false),
+            (true, 1_000, 5_000, false), (false, 1_000, 1_001, false), (false, 1_000, 1_000, false),
+        ] as [(Bool, Double, Double, Bool)])
+    func isUp(healthy: Bool, lastSuccess: Double, wallClock: Double, expected: Bool) {
+        var series = TargetSeries(config: Self.config)
+        series.probeHealthy = healthy
+        series.lastSuccess = lastSuccess
+        #expect(series.isUp(wallClock: wallClock) == expected)
+    }
+
+    @Test func aHealthySeriesGoesStaleWithoutNewSuccesses() {
+        var series = Self.baseSeries()
+        #expect(series.probeHealthy, "no failure was ever observed")
+        #expect(series.isUp(wallClock: Self.before + 11))
+        #expect(!series.isUp(wallClock: Self.before + 13), "the loop stalled: healthy but stale")
+        series.apply(.probeSucceeded(duration: .milliseconds(1), inRecovery: nil), wallClock: Self.before + 13)
+        #expect(series.isUp(wallClock: Self.before + 13))
+    }
+}
+
+// MARK: - Fixtures
+
+extension TargetSeriesTests {
+    /// Every mutable field of a ``TargetSeries``, comparable as a whole so a test sees unexpected changes too.
+    struct Fields: Equatable {
+        var probeHealthy: Bool
+        var loginUp: Bool
+        var state: SessionStateMachine.StateName?
+        var probes: UInt64
+        var probeFailures: [FailureReason: UInt64]
+        var probeDuration: Histogram
+        var connectDuration: Histogram
+        var connectionAttempts: UInt64
+        var connectionFailures: [FailureReason: UInt64]
+        var loginChecks: UInt64
+        var loginFailures: [FailureReason: UInt64]
+        var disconnects: [FailureReason: UInt64]
+        var resets: UInt64
+        var consecutiveFailures: Int
+        var lastSuccess: Double
+        var sessionStart: Double
+        var outages: UInt64
+        var outageDuration: Histogram
+        var downtime: Double
+        var backoff: Double
+        var serverVersion: String?
+        var inRecovery: Bool?
+        var serverStartTime: Double?
+        var restartDetected: Bool
+
+        init(_ series: TargetSeries) {
+            probeHealthy = series.probeHealthy
+            loginUp = series.loginUp
+            state = series.state
+            probes = series.probes
+            probeFailures = series.probeFailures
+            probeDuration = series.probeDuration
+            connectDuration = series.connectDuration
+            connectionAttempts = series.connectionAttempts
+            connectionFailures = series.connectionFailures
+            loginChecks = series.loginChecks
+            loginFailures = series.loginFailures
+            disconnects = series.disconnects
+            resets = series.resets
+            consecutiveFailures = series.consecutiveFailures
+            lastSuccess = series.lastSuccess
+            sessionStart = series.sessionStart
+            outages = series.outages
+            outageDuration = series.outageDuration
+            downtime = series.downtime
+            backoff = series.backoff
+            serverVersion = series.serverVersion
+            inRecovery = series.inRecovery
+            serverStartTime = series.serverStartTime
+            restartDetected = series.restartDetected
+        }
+
+        /// The names of the fields that differ, for a readable failure.
+        func differences(from other: Fields) -> [String] {
+            let mine = Mirror(reflecting: self).children
+            let theirs = Mirror(reflecting: other).children
+            return zip(mine, theirs).compactMap { pair in
+                let (a, b) = pair
+                let left = String(describing: a.value)
+                let right = String(describing: b.value)
+                return left == right ? nil : "\(a.label ?? "?"): \(left) != expected \(right)"
+            }
+        }
+    }
+
+    /// One session observation and the field changes it must cause, starting from ``TargetSeriesTests/baseSeries()``.
+    struct SessionCase: Sendable, CustomTestStringConvertible {
+        var name: String
+        var observation: SessionStateMachine.Observation
+        var isNoOp = false
+        var change: @Sendable (inout Fields) -> Void
+
+        var testDescription: String { name }
+
+                static let all: [SessionCase] = [
+            SessionCase(name: "connectionAttempt", observation: .connectionAttempt) { $0.connectionAttempts += 1 },
+            SessionCase(name: "connected", observation: .connected(duration: .milliseconds(25))) {
+                $0.connectDuration.observe(0.025)
+                $0.sessionStart = now
+            },
+            SessionCase(
+                name: "connectionFailed",
+                observation: .connectionFailed(refused, duration: .seconds(5))
+            ) { $0.connectionFailures[.refused, default: 0] += 1 },
+            SessionCase(
+                name: "facts, all three",
+                observation: .facts(ServerFacts(version: "16.2", inRecovery: true, startTime: 1_699_000_000.25))
+            ) {
+                $0.serverVersion = "16.2"
+                $0.inRecovery = true
+                $0.serverStartTime = 1_699_000_000.25
+            },
+            SessionCase(name: "facts, none known", observation: .facts(ServerFacts()), isNoOp: true) { _ in },
+            SessionCase(name: "facts, new start time", observation: .facts(ServerFacts(startTime: 1_699_900_000))) {
+                $0.serverStartTime = 1_699_900_000
+                $0.restartDetected = true
+            },
+            SessionCase(
+                name: "probeSucceeded with role",
+                observation: .probeSucceeded(duration: .milliseconds(3), inRecovery: true)
+            ) {
+                $0.probes += 1
+                $0.probeDuration.observe(0.003)
+                $0.lastSuccess = now
+                $0.inRecovery = true
+            },
+            SessionCase(
+                name: "probeSucceeded without role",
+                observation: .probeSucceeded(duration: .milliseconds(3), inRecovery: nil)
+            ) {
+                $0.probes += 1
+                $0.probeDuration.observe(0.003)
+                $0.lastSuccess = now
+            },
+            SessionCase(name: "probeFailed", observation: .probeFailed(syntax)) {
+                $0.probes += 1
+                $0.probeFailures[.queryError, default: 0] += 1
+            },
+            SessionCase(name: "disconnected", observation: .disconnected(terminated)) {
+                $0.disconnects[.adminShutdown, default: 0] += 1
+                $0.sessionStart = 0
+            },
+            SessionCase(name: "reset", observation: .reset) {
+                $0.resets += 1
+                $0.sessionStart = 0
+            },
+            SessionCase(
+                name: "stateChanged",
+                observation: .stateChanged(from: .up, to: .backoff, failure: terminated)
+            ) { $0.state = .backoff },
+            SessionCase(
+                name: "healthChanged",
+                observation: .healthChanged(up: false, failure: terminated)
+            ) { $0.probeHealthy = false },
+            SessionCase(name: "outageStarted", observation: .outageStarted) { $0.outages += 1 },
+            SessionCase(name: "outageEnded", observation: .outageEnded(duration: .seconds(90))) {
+                $0.outageDuration.observe(90)
+            },
+            SessionCase(name: "downtime", observation: .downtime(.milliseconds(1500))) { $0.downtime += 1.5 },
+        ]
+
+        /// An exhaustive switch: a new observation kind does not compile here until it is named (and given a case).
+        static func kind(_ observation: SessionStateMachine.Observation) -> String {
+            switch observation {
+            case .connectionAttempt: "connectionAttempt"
+            case .connected: "connected"
+            case .connectionFailed: "connectionFailed"
+            case .facts: "facts"
+            case .probeSucceeded: "probeSucceeded"
+            case .probeFailed: "probeFailed"
+            case .disconnected: "disconnected"
+            case .reset: "reset"
+            case .stateChanged: "stateChanged"
+            case .healthChanged: "healthChanged"
+            case .outageStarted: "outageStarted"
+            case .outageEnded: "outageEnded"
+            case .downtime: "downtime"
+            }
+        }
+
+        static let allKinds = [
+            "connectionAttempt", "connected", "connectionFailed", "facts", "probeSucceeded", "probeFailed",
+            "disconnected", "reset", "stateChanged", "healthChanged", "outageStarted", "outageEnded", "downtime",
+        ]
+    }
+
+    /// One login-check observation and the field changes it must cause.
+    struct LoginCase: Sendable, CustomTestStringConvertible {
+        var name: String
+        var observation: LoginCheckStateMachine.Observation
+        /// `loginUp` before the observation.
+        var startUp = false
+        var change: @Sendable (inout Fields) -> Void
+
+        var testDescription: String { name }
+
+        static let all: [LoginCase] = [
+            LoginCase(name: "succeeded", observation: .succeeded(duration: .milliseconds(8))) {
+                $0.loginChecks += 1
+                $0.connectDuration.observe(0.008)
+            },
+            LoginCase(name: "failed", observation: .failed(badPassword, duration: .milliseconds(40))) {
+                $0.loginChecks += 1
+                $0.loginFailures[.auth, default: 0] += 1
+            },
+            LoginCase(name: "healthChanged up", observation: .healthChanged(up: true, failure: nil)) {
+                $0.loginUp = true
+            },
+            LoginCase(
+                name: "healthChanged down", observation: .healthChanged(up: false, failure: badPassword),
+                startUp: true
+            ) { $0.loginUp = false },
+        ]
+    }
+}

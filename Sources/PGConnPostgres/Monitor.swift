@@ -9,9 +9,9 @@ import Synchronization
 /// non-blocking API for connects and queries.
 ///
 /// Each target has a ``SessionStateMachine`` and a ``LoginCheckStateMachine``; this class only carries out
-/// their actions and feeds them events, and writes their observations into the ``MetricsStore``. No libpq call
-/// here blocks (DNS aside, see the README), so one black-holed host never delays another target, and HTTP
-/// threads never wait on this one: they read the store.
+/// their actions and feeds them events, and writes their observations into the ``MetricsStore``. No call on
+/// this thread blocks (host names are resolved by ``HostResolver`` on worker threads), so one black-holed host
+/// never delays another target, and HTTP threads never wait on this one: they read the store.
 ///
 /// `@unchecked Sendable`: every mutable property is touched only on the I/O thread, except `commands`
 /// (a mutex) and `reportedTargets` (an atomic), which are the only ways in from other threads.

@@ -66,6 +66,7 @@ struct PGConnExporter: ParsableCommand {
         }
 
         signal(SIGPIPE, SIG_IGN)
+        Self.raiseOpenFileLimit(logger: logger)
         let metrics = MetricsStore(
             buildInfo: BuildInfo(
                 version: Self.version, revision: Self.revision, libpqVersion: LibPQ.version,
@@ -137,6 +138,18 @@ struct PGConnExporter: ParsableCommand {
         done.wait()
         for source in sources { source.cancel() }
         return received.get()
+    }
+
+    /// Raises the soft limit on open files to the hard limit, as Go programs do: each target holds up to two
+    /// connections, and the usual soft limit of 1024 would cap a large config at about 500 targets.
+    static func raiseOpenFileLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        let soft = limit.rlim_cur
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 {
+            logger.warning("cannot raise the open file limit", metadata: ["soft": "\(soft)", "error": "\(errno)"])
+        }
     }
 
     static func printError(_ message: String) {

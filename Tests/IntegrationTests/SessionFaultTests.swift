@@ -66,6 +66,40 @@ import Testing
         #expect(newStart > startTime, "a new postmaster start time marks the restart")
     }
 
+    @Test func crashOfAnotherBackendIsACrashShutdown() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let fixture = try MonitorFixture([try testTarget("db", dsn: server.dsn(password: Self.superuser))])
+        try fixture.await("db") { $0.isSessionUp }
+
+        // A backend to crash: a psql session sleeping in the background.
+        let sleeper = Thread { _ = try? server.psql("SELECT pg_sleep(30)", timeout: .seconds(40)) }
+        sleeper.start()
+        var victim = ""
+        try eventually(timeout: .seconds(10)) {
+            victim = try server.psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()")
+            return !victim.isEmpty
+        }
+        let pid = try #require(pid_t(victim))
+        #expect(kill(pid, SIGKILL) == 0)
+
+        try fixture.await("db") { $0.totalDisconnects == 1 }
+        #expect(fixture.series("db").disconnects[.crashShutdown] == 1, "\(fixture.series("db").disconnects)")
+        try fixture.await("db", timeout: .seconds(30)) { $0.isSessionUp }
+    }
+
+    @Test func idleSessionTimeoutIsReportedWithItsReason() throws {
+        let server = try TestPostgres.start(settings: ["idle_session_timeout": "300ms"])
+        defer { server.cleanup() }
+        let fixture = try MonitorFixture([
+            try testTarget(
+                "db", dsn: server.dsn(password: Self.superuser), probeInterval: .seconds(2),
+                probeTimeout: .seconds(1))
+        ])
+        try fixture.await("db") { $0.disconnects[.idleTimeout] == 1 }
+        #expect(fixture.series("db").resets == 1)
+    }
+
     @Test func connectionFailuresAreClassified() throws {
         let server = try TestPostgres.start()
         defer { server.cleanup() }
@@ -78,6 +112,7 @@ import Testing
             try testTarget(
                 "by_name", dsn: "host=localhost port=\(server.port) user=postgres password=\(Self.superuser)",
                 loginInterval: .milliseconds(300)),
+            try testTarget("tls_required", dsn: server.dsn(password: Self.superuser) + " sslmode=require"),
         ])
         try fixture.await("wrong_password") { $0.connectionFailures[.auth, default: 0] >= 2 }
         try fixture.await("wrong_password") { $0.loginFailures[.auth, default: 0] >= 1 && !$0.loginUp }
@@ -85,7 +120,8 @@ import Testing
         try fixture.await("closed_port") { $0.connectionFailures[.refused, default: 0] >= 1 }
         try fixture.await("unknown_host") { $0.connectionFailures[.dns, default: 0] >= 1 }
         try fixture.await("by_name") { $0.isSessionUp && $0.loginUp }
-        for name in ["wrong_password", "missing_db", "closed_port", "unknown_host"] {
+        try fixture.await("tls_required") { $0.connectionFailures[.tls, default: 0] >= 1 }
+        for name in ["wrong_password", "missing_db", "closed_port", "unknown_host", "tls_required"] {
             let series = fixture.series(name)
             #expect(series.state == .backoff || series.state == .connecting, "\(name)")
             #expect(series.probes == 0, "\(name) never got a session")
@@ -141,5 +177,21 @@ import Testing
 
         try "second\n".write(to: passwordFile, atomically: true, encoding: .utf8)
         try fixture.await("db") { $0.loginUp }
+    }
+
+    @Test func fullConnectionLimitShowsInLoginChecksWhileTheSessionStaysUp() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        try server.psql("CREATE ROLE monitor LOGIN PASSWORD 'pw' CONNECTION LIMIT 1")
+        let fixture = try MonitorFixture([
+            try testTarget(
+                "db", dsn: "host=127.0.0.1 port=\(server.port) user=monitor password=pw dbname=postgres",
+                loginInterval: .milliseconds(300)),
+        ])
+        // The session takes the role's only slot; every login check is then turned away with 53300.
+        try fixture.await("db") { $0.isSessionUp && $0.loginFailures[.tooManyConnections, default: 0] >= 2 }
+        let series = fixture.series("db")
+        #expect(!series.loginUp)
+        #expect(series.isUp(wallClock: Date().timeIntervalSince1970))
     }
 }

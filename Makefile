@@ -20,7 +20,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps build run test check-config clean
+.PHONY: help deps build run test check-config bench clean
 
 help: ## List the targets.
 	@echo "usage: make <target>"
@@ -62,6 +62,9 @@ check-config: build ## Validate CONFIG (default config/pgconn_exporter.yml, plac
 		-e "/^[[:space:]]*#/!s|@PASSWORD_FILE@|$$tmp/password|g" '$(CONFIG)' > "$$tmp/config.yml"; \
 	bin="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter"; \
 	"$$bin" --config.check --config.file="$$tmp/config.yml" && echo "check-config: $(CONFIG) is valid"
+
+bench: deps build ## Compare with postgres_exporter (BENCH_TARGETS=10, BENCH_SECONDS=30); writes docs/benchmarks.md.
+	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/bench.sh
 
 clean: ## Remove build products (keeps the downloaded dependencies).
 	$(SWIFT) package clean $(SWIFT_FLAGS)

@@ -410,7 +410,7 @@ public final class Monitor: @unchecked Sendable {
                 ]
                 Self.describe(failure, into: &metadata)
                 logger.log(level: to == .backoff ? .warning : .info, "session state changed", metadata: metadata)
-            case .healthChanged(let up, let failure) where failure?.reason != nil || up:
+            case .healthChanged(let up, let failure):
                 var metadata: Logger.Metadata = ["target": "\(target.config.name)", "up": "\(up ? 1 : 0)"]
                 Self.describe(failure, into: &metadata)
                 logger.log(level: up ? .info : .warning, up ? "probe succeeding" : "probe failing", metadata: metadata)

@@ -5,10 +5,14 @@
 /// a broken `pg_hba.conf` only show on a new login. States:
 ///
 ///     disabled (login_interval 0)
-///     waiting(next) ──timer──► running(started) ──succeeded / failed / timeout──► waiting(started + interval)
+///     idle ──start──► waiting(now + spread) ──timer──► running(started)
+///     running ──succeeded / failed / timeout──► waiting(started + interval ± 10%)
 ///
-/// The first check runs at start. Like ``SessionStateMachine``, it does no I/O: the monitor opens and closes
-/// the connection when the returned actions say so.
+/// Logins cost CPU on both ends (SCRAM hashes the password thousands of times), so checks of many targets
+/// must not run in lockstep: the first one starts at a random point of the first ``startSpread`` (at most
+/// 10 s, so a fresh exporter knows every login's state quickly), and each later one waits `login_interval`
+/// ±10%, which keeps targets drifting apart. Like ``SessionStateMachine``, it does no I/O: the monitor opens
+/// and closes the connection when the returned actions say so.
 public struct LoginCheckStateMachine: Sendable {
     public enum Action: Equatable, Sendable {
         /// Start a fresh non-blocking connect; report `succeeded` or `failed`.
@@ -36,22 +40,33 @@ public struct LoginCheckStateMachine: Sendable {
 
     enum State: Equatable, Sendable {
         case disabled
+        /// Enabled, before start.
         case idle
         case waiting(next: MonotonicInstant)
         case running(started: MonotonicInstant)
     }
+
+    /// How far apart successive checks may drift from `interval`, as a fraction of it.
+    public static let jitter = 0.1
+    /// The longest wait before the first check.
+    public static let maximumStartSpread: Duration = .seconds(10)
 
     public let interval: Duration
     public let timeout: Duration
     private(set) var state: State
     /// Whether the last check succeeded; `nil` before the first one finished.
     public private(set) var lastSucceeded: Bool?
+    private var random: SplitMix64
 
-    public init(interval: Duration, timeout: Duration) {
+    public init(interval: Duration, timeout: Duration, seed: UInt64) {
         self.interval = interval
         self.timeout = timeout
         self.state = interval > .zero ? .idle : .disabled
+        self.random = SplitMix64(seed: seed)
     }
+
+    /// The window the first check starts in: `interval`, at most ``maximumStartSpread``.
+    public var startSpread: Duration { min(interval, Self.maximumStartSpread) }
 
     public var isEnabled: Bool { state != .disabled }
 
@@ -64,11 +79,11 @@ public struct LoginCheckStateMachine: Sendable {
         }
     }
 
-    /// Starts the schedule; the first check begins now.
+    /// Starts the schedule; the first check begins at a random point of ``startSpread``.
     public mutating func start(now: MonotonicInstant) -> Output {
         guard state == .idle else { return Output() }
-        state = .running(started: now)
-        return Output(actions: [.openConnection])
+        state = .waiting(next: now + startSpread * random.nextUnit())
+        return Output()
     }
 
     public mutating func succeeded(now: MonotonicInstant) -> Output {
@@ -103,7 +118,7 @@ public struct LoginCheckStateMachine: Sendable {
     }
 
     private mutating func finish(started: MonotonicInstant, now: MonotonicInstant, failure: Failure?) -> Output {
-        state = .waiting(next: started + interval)
+        state = .waiting(next: started + interval * (1 + Self.jitter * (2 * random.nextUnit() - 1)))
         var output = Output(actions: [.closeConnection])
         if let failure {
             output.observations.append(.failed(failure, duration: now - started))

@@ -526,7 +526,8 @@ final class TargetRuntime {
         self.config = config
         self.hostsNeedingLookup = HostResolver.hostsNeedingLookup(dsn: config.dsn)
         self.session = SessionStateMachine(config: config, seed: seed)
-        self.login = LoginCheckStateMachine(interval: config.loginInterval, timeout: config.connectTimeout)
+        self.login = LoginCheckStateMachine(
+            interval: config.loginInterval, timeout: config.connectTimeout, seed: ~seed)
     }
 
     func slot(_ role: ConnectionRole) -> ConnectionSlot { role == .session ? sessionSlot : loginSlot }

@@ -144,6 +144,10 @@ import Testing
         defer { exporter.kill() }
 
         try eventually(timeout: .seconds(20)) { try httpGet(port: port, path: "/-/ready").status == 200 }
+        // The first login check starts within min(login_interval, 10s) = 1s of the start.
+        try eventually(timeout: .seconds(20)) {
+            try httpGet(port: port, path: "/metrics").body.contains(#"pgconn_login_up{target="db"}"#)
+        }
         let metrics = try httpGet(port: port, path: "/metrics")
         #expect(metrics.status == 200)
         #expect(metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")

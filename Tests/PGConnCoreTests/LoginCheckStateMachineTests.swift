@@ -7,53 +7,77 @@ import Testing
     func at(_ seconds: Double) -> MonotonicInstant { MonotonicInstant(nanoseconds: Int64(seconds * 1e9)) }
     let auth = Failure(reason: .auth, sqlstate: "28P01", message: "password authentication failed")
 
-    @Test func firstCheckRunsAtStartThenEveryInterval() {
-        var machine = Machine(interval: .seconds(60), timeout: .seconds(5))
-        #expect(machine.start(now: at(0)).actions == [.openConnection])
-        #expect(machine.deadline == at(5))
-        let ok = machine.succeeded(now: at(0.02))
+    /// A machine whose first check is running, and when that check started.
+    func running(interval: Duration = .seconds(60), timeout: Duration = .seconds(5)) -> (Machine, MonotonicInstant) {
+        var machine = Machine(interval: interval, timeout: timeout, seed: 1)
+        #expect(machine.start(now: at(0)) == Machine.Output(), "start only schedules")
+        let first = machine.deadline!
+        #expect(machine.timerFired(now: first).actions == [.openConnection])
+        return (machine, first)
+    }
+
+    @Test func firstCheckStartsWithinTheSpreadThenEveryIntervalWithJitter() {
+        var (machine, start) = running()
+        #expect(start >= at(0) && start < at(10), "the first check starts within min(interval, 10s)")
+        #expect(machine.deadline == start + .seconds(5), "connect_timeout bounds the check")
+        let ok = machine.succeeded(now: start + .milliseconds(20))
         #expect(ok.actions == [.closeConnection])
         #expect(ok.observations == [.succeeded(duration: .milliseconds(20)), .healthChanged(up: true, failure: nil)])
-        #expect(machine.deadline == at(60))
-        #expect(machine.timerFired(now: at(59)) == Machine.Output())
-        #expect(machine.timerFired(now: at(60)).actions == [.openConnection])
-        #expect(machine.succeeded(now: at(60.01)).observations == [.succeeded(duration: .milliseconds(10))])
+        let next = machine.deadline!
+        #expect(next - start >= .seconds(54) && next - start <= .seconds(66), "interval 60s ±10%, got \(next - start)")
+        #expect(machine.timerFired(now: start + .seconds(53)) == Machine.Output())
+        #expect(machine.timerFired(now: next).actions == [.openConnection])
+        #expect(machine.succeeded(now: next + .milliseconds(10)).observations.count == 1, "no health change to report")
+    }
+
+    @Test func targetsWithDifferentSeedsDoNotCheckInLockstep() {
+        let starts = (0..<50).map { seed in
+            var machine = Machine(interval: .seconds(60), timeout: .seconds(5), seed: UInt64(seed))
+            _ = machine.start(now: at(0))
+            return machine.deadline!.nanoseconds
+        }
+        #expect(Set(starts).count == 50)
+        #expect(starts.allSatisfy { $0 < 10_000_000_000 })
+        let short = Machine(interval: .seconds(2), timeout: .seconds(1), seed: 1)
+        #expect(short.startSpread == .seconds(2), "a short interval is its own spread")
     }
 
     @Test func failureAndRecoveryAreEachReportedOnce() {
-        var machine = Machine(interval: .seconds(10), timeout: .seconds(5))
-        _ = machine.start(now: at(0))
-        #expect(machine.failed(auth, now: at(0.01)).observations == [
+        var (machine, start) = running(interval: .seconds(10))
+        #expect(machine.failed(auth, now: start + .milliseconds(10)).observations == [
             .failed(auth, duration: .milliseconds(10)), .healthChanged(up: false, failure: auth),
         ])
-        _ = machine.timerFired(now: at(10))
-        #expect(machine.failed(auth, now: at(10.01)).observations == [.failed(auth, duration: .milliseconds(10))])
-        _ = machine.timerFired(now: at(20))
-        #expect(machine.succeeded(now: at(20.01)).observations.last == .healthChanged(up: true, failure: nil))
+        _ = machine.timerFired(now: machine.deadline!)
+        let second = machine.deadline!
+        #expect(machine.failed(auth, now: second).observations.count == 1)
+        _ = machine.timerFired(now: machine.deadline!)
+        #expect(machine.succeeded(now: machine.deadline!).observations.last == .healthChanged(up: true, failure: nil))
     }
 
     @Test func aCheckThatHangsTimesOut() {
-        var machine = Machine(interval: .seconds(10), timeout: .seconds(5))
-        _ = machine.start(now: at(0))
-        let output = machine.timerFired(now: at(5))
+        var (machine, start) = running(interval: .seconds(10))
+        let output = machine.timerFired(now: start + .seconds(5))
         #expect(output.actions == [.closeConnection])
         let timeout = Failure(reason: .timeout, message: "login timed out after 5s")
         #expect(output.observations == [.failed(timeout, duration: .seconds(5)), .healthChanged(up: false, failure: timeout)])
-        #expect(machine.deadline == at(10))
+        let next = machine.deadline! - start
+        #expect(next >= .seconds(9) && next <= .seconds(11))
     }
 
     @Test func intervalZeroTurnsChecksOff() {
-        var machine = Machine(interval: .zero, timeout: .seconds(5))
+        var machine = Machine(interval: .zero, timeout: .seconds(5), seed: 1)
         #expect(!machine.isEnabled)
         #expect(machine.start(now: at(0)) == Machine.Output())
         #expect(machine.deadline == nil)
     }
 
     @Test func stopClosesARunningCheck() {
-        var machine = Machine(interval: .seconds(10), timeout: .seconds(5))
-        _ = machine.start(now: at(0))
+        var (machine, start) = running(interval: .seconds(10))
         #expect(machine.stop().actions == [.closeConnection])
         #expect(machine.deadline == nil)
-        #expect(machine.succeeded(now: at(1)) == Machine.Output())
+        #expect(machine.succeeded(now: start + .seconds(1)) == Machine.Output())
+        var waiting = Machine(interval: .seconds(10), timeout: .seconds(5), seed: 1)
+        _ = waiting.start(now: at(0))
+        #expect(waiting.stop().actions.isEmpty, "nothing to close between checks")
     }
 }

@@ -108,7 +108,10 @@ import Testing
         store.setTargets([config, Self.target("b")])
         let page = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
         #expect(!page.contains(#"pgconn_login_up{target="a"}"#))
-        #expect(page.contains(#"pgconn_login_up{target="b"} 0"#))
+        #expect(!page.contains(#"pgconn_login_up{target="b"}"#), "absent until the first check finishes")
+        store.update("b") { $0.apply(LoginCheckStateMachine.Observation.failed(Failure(reason: .auth, message: "x"), duration: .zero)) }
+        let checked = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
+        #expect(checked.contains(#"pgconn_login_up{target="b"} 0"#))
     }
 
     @Test func renderWithoutProcessStatsHasNoProcessFamilies() {
@@ -311,7 +314,7 @@ extension MetricsStoreTests {
             init(_ config: TargetConfig, store: MetricsStore) {
                 self.store = store
                 session = SessionStateMachine(config: config, seed: 1)
-                login = LoginCheckStateMachine(interval: config.loginInterval, timeout: config.connectTimeout)
+                login = LoginCheckStateMachine(interval: config.loginInterval, timeout: config.connectTimeout, seed: 1)
             }
 
             typealias SessionEvent = (inout SessionStateMachine, MonotonicInstant) -> SessionStateMachine.Output
@@ -333,6 +336,13 @@ extension MetricsStoreTests {
                 store.update(session.config.name) { series in
                     for observation in output.observations { series.apply(observation) }
                 }
+            }
+
+            /// Runs the next login check when it is due (a seeded time), taking `ms`, failing with `failure`.
+            mutating func nextLoginCheck(taking ms: Int64, failing failure: Failure? = nil) {
+                let due = (login.deadline!.nanoseconds + 999_999) / 1_000_000
+                check(due) { m, t in m.timerFired(now: t) }
+                check(due + ms) { m, t in failure.map { m.failed($0, now: t) } ?? m.succeeded(now: t) }
             }
         }
 
@@ -360,7 +370,7 @@ extension MetricsStoreTests {
             p.run(20_014) { m, t in m.timerFired(now: t) }
             p.run(20_016) { m, t in m.probeSucceeded(inRecovery: false, now: t) }
             p.check(0) { m, t in m.start(now: t) }
-            p.check(9) { m, t in m.succeeded(now: t) }
+            p.nextLoginCheck(taking: 9)
 
             let terminated = Failure(reason: .adminShutdown, sqlstate: "57P01", message: "terminating connection")
             let refused = Failure(reason: .refused, message: "Connection refused")
@@ -383,15 +393,11 @@ extension MetricsStoreTests {
             r.run(18_001) { m, t in m.timerFired(now: t) }
             r.run(18_003) { m, t in m.connectFailed(startingUp, now: t) }
             r.check(0) { m, t in m.start(now: t) }
-            r.check(10) { m, t in m.succeeded(now: t) }
-            r.check(5_000) { m, t in m.timerFired(now: t) }
-            r.check(5_008) { m, t in m.succeeded(now: t) }
-            r.check(10_000) { m, t in m.timerFired(now: t) }
-            r.check(10_009) { m, t in m.succeeded(now: t) }
-            r.check(15_000) { m, t in m.timerFired(now: t) }
-            r.check(15_001) { m, t in m.failed(refused, now: t) }
-            r.check(20_000) { m, t in m.timerFired(now: t) }
-            r.check(20_002) { m, t in m.failed(startingUp, now: t) }
+            r.nextLoginCheck(taking: 10)
+            r.nextLoginCheck(taking: 8)
+            r.nextLoginCheck(taking: 9)
+            r.nextLoginCheck(taking: 1, failing: refused)
+            r.nextLoginCheck(taking: 2, failing: startingUp)
 
             return store.render(wallClock: epoch + renderAt, process: process)
         }

@@ -135,8 +135,8 @@ public final class MetricsStore: Sendable {
         gauge("pgconn_up", "1 if the session's last probe succeeded and is not stale, else 0.") {
             bool($0.isUp(wallClock: wallClock))
         }
-        gauge("pgconn_login_up", "1 if the last login check (a fresh connection) succeeded, else 0.") {
-            $0.loginEnabled ? bool($0.loginUp) : nil
+        gauge("pgconn_login_up", "1 if the last login check (a fresh connection) succeeded, else 0; absent before the first.") {
+            $0.loginEnabled && $0.loginChecked ? bool($0.loginUp) : nil
         }
         out.family("pgconn_state", .gauge, help: "1 for the session's current state, 0 for the others.")
         each { series, labels in

@@ -13,6 +13,8 @@ public struct TargetSeries: Sendable {
 
     public internal(set) var probeHealthy = false
     public internal(set) var loginUp = false
+    /// Whether a login check has finished; `pgconn_login_up` is absent until then rather than a false 0.
+    public internal(set) var loginChecked = false
     public internal(set) var state: SessionStateMachine.StateName?
     public internal(set) var probes: UInt64 = 0
     public internal(set) var probeFailures: [FailureReason: UInt64]
@@ -126,9 +128,11 @@ public struct TargetSeries: Sendable {
         switch observation {
         case .succeeded(let duration):
             loginChecks += 1
+            loginChecked = true
             connectDuration.observe(duration.seconds)
         case .failed(let failure, _):
             loginChecks += 1
+            loginChecked = true
             loginFailures[failure.reason, default: 0] += 1
         case .healthChanged(let up, _):
             loginUp = up

@@ -358,8 +358,4 @@ extension String {
         guard let range = firstRange(of: first) else { return false }
         return self[range.upperBound...].contains(second)
     }
-
-    fileprivate func trimmingWhitespace() -> String {
-        String(drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
-    }
 }

@@ -50,9 +50,11 @@ test: deps ## Run every test, serially (integration tests start their own Postgr
 		$(SWIFT) test --no-parallel $(SWIFT_FLAGS) $(if $(TEST_FILTER),--filter '$(TEST_FILTER)') 2>&1 \
 		| tee $(TEST_LOG) || status=$$?; \
 	echo; echo "======== test summary ($(TEST_LOG)) ========"; \
-	grep -E 'recorded an issue|failed after|error: |Test run with|Executed [0-9]+ tests?' $(TEST_LOG) \
-		| tail -n 40 || true; \
+	grep -E 'recorded an issue|failed after|error: |Test run with' $(TEST_LOG) | tail -n 40 || true; \
+	total=$$(sed -nE 's/.*Test run with ([0-9]+) tests? .*/\1/p' $(TEST_LOG) | tail -n 1); \
+	failed=$$(grep -cE '^✘ Test .* failed after' $(TEST_LOG) || true); \
 	if (( status == 0 )); then echo "make test: PASSED"; else echo "make test: FAILED (exit $$status)"; fi; \
+	echo "tests: $$(( $${total:-0} - $${failed:-0} )) passed, $${failed:-0} failed"; \
 	exit $$status
 
 check-config: build ## Validate CONFIG (default config/pgconn_exporter.yml, placeholders filled) with the binary.

@@ -24,6 +24,7 @@ let package = Package(
         // C boundaries: one system library each, imported by exactly one Swift module.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // epoll and timerfd, which Glibc does not expose.
         .systemLibrary(name: "CLinux"),
 
@@ -40,7 +41,7 @@ let package = Package(
         ),
         .target(
             name: "PGConnHTTP",
-            dependencies: ["CMicroHTTPD", "PGConnCore"],
+            dependencies: ["CMicroHTTPD", "CZlib", "PGConnCore"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -55,8 +55,13 @@ public struct ExporterRouter: Sendable {
         }
         switch route {
         case .telemetry:
-            let headers = [("Content-Type", Self.metricsContentType)]
-            return HTTPResponse(status: 200, headers: headers, body: renderMetrics())
+            var headers = [("Content-Type", Self.metricsContentType), ("Vary", "Accept-Encoding")]
+            var body = renderMetrics()
+            if Gzip.isAccepted(by: request.header("accept-encoding")), let compressed = Gzip.compress(body) {
+                body = compressed
+                headers.append(("Content-Encoding", "gzip"))
+            }
+            return HTTPResponse(status: 200, headers: headers, body: body)
         case .healthy:
             return .text("Healthy\n")
         case .ready:

@@ -164,6 +164,16 @@ import Testing
         #expect(!metrics.body.contains("hunter2"), "no password in metrics")
         try expectPromtoolAccepts(metrics.body)
 
+        // What Prometheus asks for: gzip, which must decode to the same kind of page.
+        let gzipped = try httpRequest(port: port, path: "/metrics", headers: ["Accept-Encoding": "gzip"])
+        #expect(gzipped.headers["content-encoding"] == "gzip")
+        let gzipFile = directory.url.appendingPathComponent("metrics.gz")
+        try gzipped.body.write(to: gzipFile)
+        let unzipped = try runCommand("/bin/gzip", ["-dc", gzipFile.path])
+        #expect(unzipped.status == 0, "\(unzipped.stderr)")
+        #expect(unzipped.stdout.contains(#"pgconn_up{target="db"} 1"#))
+        print("/metrics: \(metrics.body.utf8.count) bytes, gzip \(gzipped.body.count) bytes")
+
         let landing = try httpGet(port: port, path: "/")
         #expect(landing.status == 200)
         #expect(landing.body.contains("db"))

@@ -101,19 +101,19 @@ public final class MetricsStore: Sendable {
 
     // MARK: - Families
 
-    private typealias Labels = [(key: String, value: String)]
-
     private static func renderTargets(_ targets: [TargetSeries], wallClock: Double, into out: inout ExpositionWriter) {
-        func each(_ body: (TargetSeries, Labels) -> Void) {
-            for series in targets { body(series, [("target", series.name)]) }
+        // Each target's `target="..."` is rendered and escaped once, not once per sample.
+        let labelSets = targets.map { LabelSet([("target", $0.name)]) }
+        func each(_ body: (TargetSeries, LabelSet) -> Void) {
+            for index in targets.indices { body(targets[index], labelSets[index]) }
         }
         func gauge(_ name: String, _ help: String, _ value: (TargetSeries) -> Double?) {
             out.family(name, .gauge, help: help)
-            each { series, labels in if let v = value(series) { out.sample(name, labels, v) } }
+            each { series, labels in if let v = value(series) { out.sample(name, labels, nil, v) } }
         }
         func counter(_ name: String, _ help: String, _ value: (TargetSeries) -> UInt64) {
             out.family(name, .counter, help: help)
-            each { series, labels in out.sample(name, labels, value(series)) }
+            each { series, labels in out.sample(name, labels, nil, value(series)) }
         }
         func reasons(_ name: String, _ help: String, _ value: (TargetSeries) -> [FailureReason: UInt64]) {
             out.family(name, .counter, help: help)
@@ -121,7 +121,7 @@ public final class MetricsStore: Sendable {
                 let counts = value(series)
                 for reason in FailureReason.allCases {
                     if let count = counts[reason] {
-                        out.sample(name, labels + [("reason", reason.rawValue)], count)
+                        out.sample(name, labels, ("reason", reason.rawValue), count)
                     }
                 }
             }
@@ -141,7 +141,7 @@ public final class MetricsStore: Sendable {
         out.family("pgconn_state", .gauge, help: "1 for the session's current state, 0 for the others.")
         each { series, labels in
             for state in SessionStateMachine.StateName.allCases {
-                out.sample("pgconn_state", labels + [("state", state.rawValue)], bool(series.state == state))
+                out.sample("pgconn_state", labels, ("state", state.rawValue), bool(series.state == state))
             }
         }
         counter("pgconn_probes_total", "Probes run on the session.") { $0.probes }
@@ -175,14 +175,14 @@ public final class MetricsStore: Sendable {
         counter("pgconn_outages_total", "Outages: from the first failure to the next successful probe.") { $0.outages }
         histogram("pgconn_outage_duration_seconds", "Length of finished outages.") { $0.outageDuration }
         out.family("pgconn_downtime_seconds_total", .counter, help: "Time spent in outages, growing during one.")
-        each { series, labels in out.sample("pgconn_downtime_seconds_total", labels, series.downtime) }
+        each { series, labels in out.sample("pgconn_downtime_seconds_total", labels, nil, series.downtime) }
         gauge("pgconn_backoff_seconds", "Current delay before the next reconnect attempt, 0 when not backing off.") {
             $0.backoff
         }
         out.family("pgconn_server_info", .gauge, help: "1, with the server version read at the last connect.")
         each { series, labels in
             if let version = series.serverVersion {
-                out.sample("pgconn_server_info", labels + [("server_version", version)], 1.0)
+                out.sample("pgconn_server_info", labels, ("server_version", version), 1.0)
             }
         }
         gauge("pgconn_server_in_recovery", "1 if the server is in recovery (a standby), 0 if not.") {
@@ -192,7 +192,9 @@ public final class MetricsStore: Sendable {
             $0.serverStartTime
         }
         out.family("pgconn_target_info", .gauge, help: "1, with the target's connection parameters and labels.")
-        each { series, labels in out.sample("pgconn_target_info", labels + series.infoLabels, 1.0) }
+        each { series, _ in
+            out.sample("pgconn_target_info", LabelSet([("target", series.name)] + series.infoLabels), nil, 1.0)
+        }
     }
 
     private static func renderExporter(

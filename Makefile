@@ -13,9 +13,10 @@ TEST_FILTER ?=
 CONFIG ?= config/pgconn_exporter.yml
 
 # libpq-dev, libmicrohttpd-dev: build; postgresql(-contrib): the servers the tests and `make run` start;
-# prometheus: promtool for `promtool check metrics`; prometheus-postgres-exporter: comparisons; curl.
+# prometheus: promtool for `promtool check metrics`; prometheus-postgres-exporter: comparisons; pgbouncer: the
+# pooler the tests put in front of PostgreSQL; zlib1g-dev: gzip; curl.
 APT_PACKAGES := libpq-dev libmicrohttpd-dev postgresql postgresql-contrib prometheus \
-	prometheus-postgres-exporter curl
+	prometheus-postgres-exporter pgbouncer zlib1g-dev curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log

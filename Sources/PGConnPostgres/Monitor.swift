@@ -345,6 +345,14 @@ public final class Monitor: @unchecked Sendable {
     ) {
         switch kind {
         case .facts:
+            if connection.isBad || results.contains(where: \.isFatal) {
+                let failed = results.first { !$0.succeeded }
+                let failure = failed.map { FailureClassifier.classify(sqlstate: $0.sqlstate, message: $0.message) }
+                    ?? FailureClassifier.classify(sqlstate: nil, message: connection.errorMessage)
+                drive(target, target.session.connectionLost(failure, now: now), now: now)
+                return
+            }
+            // An ERROR here (a pooler's console, a missing function) only means the facts are unknown.
             var facts = ServerFacts(version: connection.parameterStatus("server_version"))
             if let row = results.first, row.succeeded {
                 facts.inRecovery = row.firstValue.map { $0 == "t" }
@@ -353,10 +361,13 @@ public final class Monitor: @unchecked Sendable {
             drive(target, target.session.factsRead(facts.isEmpty ? nil : facts, now: now), now: now)
         case .probe:
             if let failed = results.first(where: { !$0.succeeded }) {
-                let failure = FailureClassifier.classify(sqlstate: failed.sqlstate, message: failed.message)
-                if connection.isBad || Self.sessionEndingReasons.contains(failure.reason) {
+                var failure = FailureClassifier.classify(sqlstate: failed.sqlstate, message: failed.message)
+                if connection.isBad || failed.isFatal {
                     drive(target, target.session.connectionLost(failure, now: now), now: now)
                 } else {
+                    // The session goes on, so a reason that would mean its end (PgBouncer's console answers an
+                    // unknown command with 08P01) is, here, just a failed query.
+                    if Self.sessionEndingReasons.contains(failure.reason) { failure.reason = .queryError }
                     let open = connection.isInTransaction
                     drive(target, target.session.probeFailed(failure, leftTransactionOpen: open, now: now), now: now)
                 }
@@ -454,8 +465,8 @@ public final class Monitor: @unchecked Sendable {
         config.expect == .any ? config.query : config.query + ";\nSELECT pg_catalog.pg_is_in_recovery()"
     }
 
-    /// A failed probe with one of these reasons means the server ended the session, even if libpq has not
-    /// read the end of the stream yet.
+    /// Reasons that describe the end of a session; an ERROR (not FATAL) with one of them on a connection that
+    /// goes on is counted as a query error.
     static let sessionEndingReasons: Set<FailureReason> = [
         .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost, .network,
     ]

@@ -19,6 +19,8 @@ final class PostgresConnection {
     /// The interesting parts of one `PGresult`, copied out so the result can be freed at once.
     struct QueryResult {
         var succeeded: Bool
+        /// FATAL or PANIC: the server ends the session after this error.
+        var isFatal: Bool
         var sqlstate: String?
         var message: String
         /// The first column of the first row, if the result has one.
@@ -142,13 +144,17 @@ final class PostgresConnection {
         }
         var sqlstate: String?
         var message = ""
+        var isFatal = false
         if !succeeded {
+            let severity = PQresultErrorField(result, PGCONN_DIAG_SEVERITY_NONLOCALIZED).map { String(cString: $0) }
+            isFatal = severity == "FATAL" || severity == "PANIC"
             sqlstate = PQresultErrorField(result, PGCONN_DIAG_SQLSTATE).map { String(cString: $0) }
             let primary = PQresultErrorField(result, PGCONN_DIAG_MESSAGE_PRIMARY).map { String(cString: $0) }
             message = primary ?? String(cString: PQresultErrorMessage(result))
         }
         return QueryResult(
-            succeeded: succeeded, sqlstate: sqlstate, message: message, firstValue: first, secondValue: second)
+            succeeded: succeeded, isFatal: isFatal, sqlstate: sqlstate, message: message, firstValue: first,
+            secondValue: second)
     }
 
     /// Whether the session sits inside a transaction (or an aborted one) after a query.

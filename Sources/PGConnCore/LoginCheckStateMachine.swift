@@ -43,7 +43,8 @@ public struct LoginCheckStateMachine: Sendable {
         /// Enabled, before start.
         case idle
         case waiting(next: MonotonicInstant)
-        case running(started: MonotonicInstant)
+        /// `started` is nil while the check waits for its turn to connect (see ``ConnectAdmission``).
+        case running(started: MonotonicInstant?)
     }
 
     /// How far apart successive checks may drift from `interval`, as a fraction of it.
@@ -75,7 +76,7 @@ public struct LoginCheckStateMachine: Sendable {
         switch state {
         case .disabled, .idle: nil
         case .waiting(let next): next
-        case .running(let started): started + timeout
+        case .running(let started): started.map { $0 + timeout }
         }
     }
 
@@ -87,13 +88,13 @@ public struct LoginCheckStateMachine: Sendable {
     }
 
     public mutating func succeeded(now: MonotonicInstant) -> Output {
-        guard case .running(let started) = state else { return Output() }
+        guard case .running(let started?) = state else { return Output() }
         return finish(started: started, now: now, failure: nil)
     }
 
     public mutating func failed(_ failure: Failure, now: MonotonicInstant) -> Output {
         guard case .running(let started) = state else { return Output() }
-        return finish(started: started, now: now, failure: failure)
+        return finish(started: started ?? now, now: now, failure: failure)
     }
 
     public mutating func timerFired(now: MonotonicInstant) -> Output {
@@ -106,8 +107,18 @@ public struct LoginCheckStateMachine: Sendable {
             return Output(actions: [.openConnection])
         case .running(let started):
             let failure = Failure(reason: .timeout, message: "login timed out after \(timeout.prometheusString)")
-            return finish(started: started, now: now, failure: failure)
+            return finish(started: started ?? now, now: now, failure: failure)
         }
+    }
+
+    /// The check's connect must wait for its turn: no timeout runs meanwhile.
+    public mutating func deferred() {
+        if case .running = state { state = .running(started: nil) }
+    }
+
+    /// The deferred check connects now; its timeout and duration count from here.
+    public mutating func admitted(now: MonotonicInstant) {
+        if case .running(nil) = state { state = .running(started: now) }
     }
 
     /// Stops the schedule, closing a check in progress.

@@ -69,7 +69,8 @@ public struct SessionStateMachine: Sendable {
 
     enum State: Equatable, Sendable {
         case idle
-        case connecting(started: MonotonicInstant)
+        /// `started` is nil while the connect waits for its turn (see ``ConnectAdmission``): no deadline then.
+        case connecting(started: MonotonicInstant?)
         case up(since: MonotonicInstant, phase: UpPhase)
         case backoff(until: MonotonicInstant, delay: Duration)
         case stopped
@@ -119,7 +120,7 @@ public struct SessionStateMachine: Sendable {
     public var deadline: MonotonicInstant? {
         switch state {
         case .idle, .stopped: nil
-        case .connecting(let started): started + config.connectTimeout
+        case .connecting(let started): started.map { $0 + config.connectTimeout }
         case .backoff(let until, _): until
         case .up(_, .readingFacts(let started)), .up(_, .probing(let started)): started + config.probeTimeout
         case .up(_, .waiting(let next)): next
@@ -146,7 +147,7 @@ public struct SessionStateMachine: Sendable {
 
     /// The non-blocking connect completed and the session is ready for queries.
     public mutating func connected(now: MonotonicInstant) -> Output {
-        guard case .connecting(let started) = state else { return Output() }
+        guard case .connecting(let started?) = state else { return Output() }
         state = .up(since: now, phase: .readingFacts(started: now))
         return Output(
             actions: [.sendFactsQuery],
@@ -160,7 +161,7 @@ public struct SessionStateMachine: Sendable {
     public mutating func connectFailed(_ failure: Failure, now: MonotonicInstant) -> Output {
         guard case .connecting(let started) = state else { return Output() }
         var output = Output(actions: [.closeConnection])
-        output.observations.append(.connectionFailed(failure, duration: now - started))
+        output.observations.append(.connectionFailed(failure, duration: now - (started ?? now)))
         recordFailure(failure, now: now, into: &output)
         beginBackoff(now: now, from: .connecting, failure: failure, into: &output)
         return output
@@ -231,6 +232,16 @@ public struct SessionStateMachine: Sendable {
         recordFailure(failure, now: now, into: &output)
         beginBackoff(now: now, from: .up, failure: failure, into: &output)
         return output
+    }
+
+    /// The connect asked for by `.openConnection` must wait for its turn: no connect timeout runs meanwhile.
+    public mutating func connectDeferred() {
+        if case .connecting = state { state = .connecting(started: nil) }
+    }
+
+    /// The deferred connect starts now; its timeout and duration count from here.
+    public mutating func connectAdmitted(now: MonotonicInstant) {
+        if case .connecting(nil) = state { state = .connecting(started: now) }
     }
 
     /// The deadline passed (see ``deadline``): a timeout, the next probe, or the end of a backoff.

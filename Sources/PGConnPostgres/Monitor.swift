@@ -39,12 +39,22 @@ public final class Monitor: @unchecked Sendable {
         self.epoll.wake()
     }
     private var nextTicket: UInt64 = 0
+    /// Connects in progress are bounded; keys are the slots' epoll tokens.
+    private var admission: ConnectAdmission<UInt64>
+    /// Slots admitted while handling an event; started by the loop afterwards, so a chain of connects that
+    /// fail at once (a missing password file on every target) is a loop, not a recursion.
+    private var pendingAdmissions: [UInt64] = []
     private var pendingLookups: [UInt64: (index: Int, role: ConnectionRole)] = [:]
 
-    /// - Parameter seed: seeds each target's backoff jitter (target i uses seed + i); random by default.
+    /// - Parameters:
+    ///   - seed: seeds each target's backoff and login-check jitter (target i uses seed + i); random by default.
+    ///   - maxConcurrentConnects: how many connections (sessions and login checks) may be in the middle of being
+    ///     established at once; the rest wait their turn (``ConnectAdmission``).
     public init(
-        config: ValidatedConfig, metrics: MetricsStore, logger: Logger, seed: UInt64 = UInt64.random(in: 0...UInt64.max)
+        config: ValidatedConfig, metrics: MetricsStore, logger: Logger, seed: UInt64 = UInt64.random(in: 0...UInt64.max),
+        maxConcurrentConnects: Int = 64
     ) throws(SystemError) {
+        self.admission = ConnectAdmission(limit: maxConcurrentConnects)
         self.metrics = metrics
         self.logger = logger
         self.epoll = try Epoll()
@@ -100,10 +110,12 @@ public final class Monitor: @unchecked Sendable {
                 }
                 if !running { break }
             }
+            startAdmitted()
         }
     }
 
     private func waitTimeout(now: MonotonicInstant) -> Int32 {
+        if !pendingAdmissions.isEmpty { return 0 }
         guard let earliest = timers.earliest else { return -1 }
         if earliest <= now { return 0 }
         // Round up: waking a millisecond late is fine, waking early just spins once more.
@@ -174,9 +186,52 @@ public final class Monitor: @unchecked Sendable {
 
     // MARK: - Connections (shared by sessions and login checks)
 
-    /// Opens the slot's connection: resolves host names first (off this thread) when the DSN needs it.
+    /// Opens the slot's connection when its turn comes (at once if fewer than the limit are connecting).
     private func open(_ slot: ConnectionSlot, of target: TargetRuntime, now: MonotonicInstant) {
-        close(slot)
+        close(slot, of: target)
+        let token = target.token(slot.role)
+        if admission.request(token) {
+            slot.admission = .holding
+            begin(slot, of: target, now: now)
+        } else {
+            slot.admission = .waiting
+            switch slot.role {
+            case .session: target.session.connectDeferred()
+            case .login: target.login.deferred()
+            }
+        }
+    }
+
+    /// Gives up the slot's turn (or its place in the queue) and lets the next waiting connects start.
+    private func releaseAdmission(_ slot: ConnectionSlot, of target: TargetRuntime) {
+        guard slot.admission != .none else { return }
+        slot.admission = .none
+        pendingAdmissions.append(contentsOf: admission.finish(target.token(slot.role)))
+    }
+
+    /// Starts the connects admitted since the last call, with their machines' deadlines counted from now.
+    private func startAdmitted() {
+        while running && !pendingAdmissions.isEmpty {
+            let batch = pendingAdmissions
+            pendingAdmissions = []
+            let now = Self.monotonicNow()
+            for token in batch {
+                let target = targets[Int(token >> 1)]
+                let slot = target.slot(token & 1 == 0 ? .session : .login)
+                guard slot.admission == .waiting else { continue }
+                slot.admission = .holding
+                switch slot.role {
+                case .session: target.session.connectAdmitted(now: now)
+                case .login: target.login.admitted(now: now)
+                }
+                begin(slot, of: target, now: now)
+                reschedule(target)
+            }
+        }
+    }
+
+    /// Starts connecting: resolves host names first (off this thread) when the DSN needs it.
+    private func begin(_ slot: ConnectionSlot, of target: TargetRuntime, now: MonotonicInstant) {
         if let hosts = target.hostsNeedingLookup {
             nextTicket += 1
             slot.ticket = nextTicket
@@ -226,8 +281,9 @@ public final class Monitor: @unchecked Sendable {
         }
     }
 
-    /// Closes the slot's connection (or forgets its pending lookup). Idempotent.
-    private func close(_ slot: ConnectionSlot) {
+    /// Closes the slot's connection (or forgets its pending lookup or its place in the queue). Idempotent.
+    private func close(_ slot: ConnectionSlot, of target: TargetRuntime) {
+        releaseAdmission(slot, of: target)
         slot.ticket = nil
         slot.query = nil
         slot.results = []
@@ -256,6 +312,7 @@ public final class Monitor: @unchecked Sendable {
             epoll.watch(slot.socket, .write, token: token)
         case .ready:
             slot.connecting = false
+            releaseAdmission(slot, of: target)
             return true
         case .failed(let failure):
             connectFailed(slot, of: target, failure, now: now)
@@ -277,7 +334,7 @@ public final class Monitor: @unchecked Sendable {
             case .sendProbe:
                 send(target, .probe, Self.probeQuery(for: target.config), now: now)
             case .closeConnection:
-                close(target.sessionSlot)
+                close(target.sessionSlot, of: target)
             }
         }
         reschedule(target)
@@ -387,7 +444,7 @@ public final class Monitor: @unchecked Sendable {
             case .openConnection:
                 open(target.loginSlot, of: target, now: now)
             case .closeConnection:
-                close(target.loginSlot)
+                close(target.loginSlot, of: target)
             }
         }
         reschedule(target)

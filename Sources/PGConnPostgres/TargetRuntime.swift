@@ -19,7 +19,15 @@ enum ConnectionRole {
 
 /// One connection of a target (its session, or its current login check) and what it is doing.
 final class ConnectionSlot {
+    /// Where the slot stands with ``ConnectAdmission``.
+    enum Admission {
+        case none
+        case waiting
+        case holding
+    }
+
     let role: ConnectionRole
+    var admission = Admission.none
     var connection: PostgresConnection?
     /// The socket registered with epoll, -1 when none.
     var socket: Int32 = -1

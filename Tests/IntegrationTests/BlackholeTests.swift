@@ -55,6 +55,33 @@ import Testing
         #expect(fixture.series("healthy").probeFailures.values.reduce(0, +) == 0)
     }
 
+    @Test func connectsWaitingForTheirTurnDoNotTimeOut() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let blackhole = try BlackholeListener()
+        defer { blackhole.close() }
+        // One connect at a time: the silent host holds the only turn for its whole connect_timeout (500 ms),
+        // longer than the healthy targets' own 300 ms connect_timeout. Waiting is not counted against them.
+        var targets = [
+            try testTarget(
+                "silent", dsn: "host=127.0.0.1 port=\(blackhole.port) user=postgres", connectTimeout: .milliseconds(500))
+        ]
+        for index in 0..<4 {
+            targets.append(
+                try testTarget(
+                    "healthy\(index)", dsn: server.dsn(password: TestPostgres.superuserPassword),
+                    connectTimeout: .milliseconds(300)))
+        }
+        let fixture = try MonitorFixture(targets, maxConcurrentConnects: 1)
+        for index in 0..<4 {
+            try fixture.await("healthy\(index)") { $0.isSessionUp }
+            let series = fixture.series("healthy\(index)")
+            #expect(series.totalConnectionFailures == 0, "healthy\(index): \(series.connectionFailures)")
+            #expect(series.connectionAttempts == 1)
+        }
+        try fixture.await("silent") { $0.connectionFailures[.timeout, default: 0] >= 1 }
+    }
+
     @Test func sessionThatStopsAnsweringIsDiscardedByTheProbeTimeout() throws {
         let server = try TestPostgres.start()
         defer { server.cleanup() }

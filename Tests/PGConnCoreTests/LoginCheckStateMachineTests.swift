@@ -64,6 +64,20 @@ import Testing
         #expect(next >= .seconds(9) && next <= .seconds(11))
     }
 
+    @Test func aDeferredCheckTimesFromItsAdmission() {
+        var machine = Machine(interval: .seconds(10), timeout: .seconds(5), seed: 1)
+        _ = machine.start(now: at(0))
+        let due = machine.deadline!
+        #expect(machine.timerFired(now: due).actions == [.openConnection])
+        machine.deferred()
+        #expect(machine.deadline == nil)
+        #expect(machine.succeeded(now: due + .seconds(1)) == Machine.Output())
+        machine.admitted(now: due + .seconds(30))
+        #expect(machine.deadline == due + .seconds(35))
+        #expect(machine.succeeded(now: due + .seconds(30) + .milliseconds(5)).observations.first
+            == .succeeded(duration: .milliseconds(5)))
+    }
+
     @Test func intervalZeroTurnsChecksOff() {
         var machine = Machine(interval: .zero, timeout: .seconds(5), seed: 1)
         #expect(!machine.isEnabled)

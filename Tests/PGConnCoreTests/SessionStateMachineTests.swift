@@ -242,6 +242,21 @@ import Testing
         #expect(!second.observations.contains(.outageStarted), "one outage, however many failures")
     }
 
+    @Test func aDeferredConnectHasNoTimeoutUntilAdmitted() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        machine.connectDeferred()
+        #expect(machine.deadline == nil, "waiting for a turn is not a slow server")
+        #expect(machine.stateName == .connecting)
+        #expect(machine.timerFired(now: at(100)) == Machine.Output())
+        #expect(machine.connected(now: at(100)) == Machine.Output(), "nothing can connect before its turn")
+        machine.connectAdmitted(now: at(50))
+        #expect(machine.deadline == at(53))
+        #expect(machine.connected(now: at(50.25)).observations.first == .connected(duration: .milliseconds(250)))
+        machine.connectAdmitted(now: at(60))
+        #expect(machine.stateName == .up, "admission outside connecting is ignored")
+    }
+
     @Test func stopClosesTheConnectionAndIgnoresLaterEvents() {
         var machine = upMachine()
         #expect(machine.stop().actions == [.closeConnection])

@@ -12,6 +12,8 @@
 ///                       └──connectFailed / connect timeout──► backoff ──timer──► connecting
 ///     any ──stop──► stopped
 ///
+/// In `connecting`, a connect that must wait for its turn (``ConnectAdmission``, reported by
+/// ``connectDeferred()``) has no deadline until ``connectAdmitted(now:)``.
 /// While `up` the session cycles through reading server facts (once per connection), waiting, and probing.
 /// A probe that fails on a working connection (a query error, the wrong role) keeps the session; one that
 /// times out discards it, because a connection that stopped answering cannot be trusted again.

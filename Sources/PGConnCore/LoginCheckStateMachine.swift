@@ -28,15 +28,8 @@ public struct LoginCheckStateMachine: Sendable {
         case healthChanged(up: Bool, failure: Failure?)
     }
 
-    public struct Output: Equatable, Sendable {
-        public var actions: [Action] = []
-        public var observations: [Observation] = []
-
-        public init(actions: [Action] = [], observations: [Observation] = []) {
-            self.actions = actions
-            self.observations = observations
-        }
-    }
+    /// The result of one event.
+    public typealias Output = MachineOutput<Action, Observation>
 
     enum State: Equatable, Sendable {
         case disabled

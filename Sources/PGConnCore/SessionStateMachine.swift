@@ -59,15 +59,7 @@ public struct SessionStateMachine: Sendable {
     }
 
     /// The result of one event.
-    public struct Output: Equatable, Sendable {
-        public var actions: [Action] = []
-        public var observations: [Observation] = []
-
-        public init(actions: [Action] = [], observations: [Observation] = []) {
-            self.actions = actions
-            self.observations = observations
-        }
-    }
+    public typealias Output = MachineOutput<Action, Observation>
 
     enum State: Equatable, Sendable {
         case idle

@@ -16,16 +16,9 @@ final class BlackholeListener: Sendable {
     private let thread: JoinableThread
 
     init(maxConnections: Int = 256) throws {
-        let (fd, port) = try SocketIO.listen()
-        let wakePipe: (read: Int32, write: Int32)
-        do {
-            wakePipe = try SocketIO.makeWakePipe()
-        } catch {
-            Glibc.close(fd)
-            throw error
-        }
-        self.port = port
-        let loop = Loop(listenFD: fd, wakePipe: wakePipe, maxConnections: maxConnections)
+        let listener = try WakeableListener()
+        port = listener.port
+        let loop = Loop(listener: listener, maxConnections: maxConnections)
         self.loop = loop
         thread = JoinableThread(name: "blackhole-\(port)") { loop.run() }
     }
@@ -42,38 +35,33 @@ final class BlackholeListener: Sendable {
             return !loop.closed
         }
         guard first else { return }
-        SocketIO.wake(loop.wakePipe.write)
+        loop.listener.wake()
         thread.join()
         loop.closeAll()
     }
 
     /// The accept loop and the sockets it holds; `@unchecked Sendable` because `lock` guards the vars.
     private final class Loop: @unchecked Sendable {
-        let listenFD: Int32
-        let wakePipe: (read: Int32, write: Int32)
+        let listener: WakeableListener
         let maxConnections: Int
         let lock = NSLock()
         var accepted: [Int32] = []
         var acceptedTotal = 0
         var closed = false
 
-        init(listenFD: Int32, wakePipe: (read: Int32, write: Int32), maxConnections: Int) {
-            self.listenFD = listenFD
-            self.wakePipe = wakePipe
+        init(listener: WakeableListener, maxConnections: Int) {
+            self.listener = listener
             self.maxConnections = maxConnections
         }
 
         func run() {
             while true {
-                var fds = [
-                    pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0),
-                    pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
-                ]
+                var fds = listener.pollSet()
                 let ready = poll(&fds, nfds_t(fds.count), -1)
                 if ready < 0 && errno == EINTR { continue }
                 if ready < 0 || fds[0].revents != 0 { return }
                 guard fds[1].revents != 0 else { continue }
-                guard let client = SocketIO.accept(listenFD) else { continue }
+                guard let client = listener.accept() else { continue }
                 lock.withLock {
                     acceptedTotal += 1
                     if accepted.count < maxConnections {
@@ -92,9 +80,7 @@ final class BlackholeListener: Sendable {
                 return accepted
             }
             for fd in sockets { Glibc.close(fd) }
-            Glibc.close(listenFD)
-            Glibc.close(wakePipe.read)
-            Glibc.close(wakePipe.write)
+            listener.close()
         }
     }
 }

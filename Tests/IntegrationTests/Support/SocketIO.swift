@@ -2,28 +2,14 @@ import Foundation
 
 /// Small blocking-socket operations shared by the listener, the proxy and the HTTP client (loopback only).
 enum SocketIO {
-    /// A listening TCP socket on 127.0.0.1:`port` (0 picks a free port) and the port it got.
-    static func listen(port: Int = 0, backlog: Int32 = 128) throws -> (fd: Int32, port: Int) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SocketError("socket", errno) }
-        var yes: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in.loopback(port: port)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
+    /// A TCP socket bound to 127.0.0.1:`port` (0 picks a free port, `SO_REUSEADDR` set) and the port it got.
+    static func bind(port: Int) throws -> (fd: Int32, port: Int) {
+        let fd = try loopbackSocket(port: port, "bind") { fd, address, length in
+            var yes: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+            return Glibc.bind(fd, address, length)
         }
-        guard bound == 0 else {
-            let error = SocketError("bind 127.0.0.1:\(port)", errno)
-            close(fd)
-            throw error
-        }
-        guard Glibc.listen(fd, backlog) == 0 else {
-            let error = SocketError("listen", errno)
-            close(fd)
-            throw error
-        }
+        var address = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
@@ -31,18 +17,37 @@ enum SocketIO {
         return (fd, Int(UInt16(bigEndian: address.sin_port)))
     }
 
+    /// A listening TCP socket on 127.0.0.1:`port` (0 picks a free port) and the port it got.
+    static func listen(port: Int = 0, backlog: Int32 = 128) throws -> (fd: Int32, port: Int) {
+        let (fd, port) = try bind(port: port)
+        guard Glibc.listen(fd, backlog) == 0 else {
+            let error = SocketError("listen", errno)
+            close(fd)
+            throw error
+        }
+        return (fd, port)
+    }
+
     /// A TCP connection to 127.0.0.1:`port`; blocking (loopback connects answer at once).
     static func connect(port: Int) throws -> Int32 {
+        try loopbackSocket(port: port, "connect") { Glibc.connect($0, $1, $2) }
+    }
+
+    /// A new close-on-exec TCP socket given to `call` (`bind` or `connect`) with the address 127.0.0.1:`port`;
+    /// closed, and the failure thrown naming `operation`, unless `call` returns 0.
+    private static func loopbackSocket(
+        port: Int, _ operation: String, _ call: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32
+    ) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketError("socket", errno) }
         var address = sockaddr_in.loopback(port: port)
-        let connected = withUnsafePointer(to: &address) {
+        let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                call(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard connected == 0 else {
-            let error = SocketError("connect 127.0.0.1:\(port)", errno)
+        guard result == 0 else {
+            let error = SocketError("\(operation) 127.0.0.1:\(port)", errno)
             close(fd)
             throw error
         }
@@ -125,4 +130,15 @@ final class JoinableThread: Sendable {
 
     /// Blocks until the body has returned. Call once.
     func join() { finished.wait() }
+}
+
+extension sockaddr_in {
+    /// 127.0.0.1:`port` (host byte order in, network byte order stored).
+    static func loopback(port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        return address
+    }
 }

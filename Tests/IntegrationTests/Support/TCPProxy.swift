@@ -31,18 +31,10 @@ final class TCPProxy: Sendable {
     private let thread: JoinableThread
 
     init(upstreamPort: Int, mode: Mode = .forward, maxConnections: Int = 256) throws {
-        let (fd, port) = try SocketIO.listen()
-        let wakePipe: (read: Int32, write: Int32)
-        do {
-            wakePipe = try SocketIO.makeWakePipe()
-        } catch {
-            Glibc.close(fd)
-            throw error
-        }
-        self.port = port
+        let listener = try WakeableListener()
+        port = listener.port
         self.upstreamPort = upstreamPort
-        let loop = Loop(
-            listenFD: fd, wakePipe: wakePipe, upstreamPort: upstreamPort, mode: mode, maxConnections: maxConnections)
+        let loop = Loop(listener: listener, upstreamPort: upstreamPort, mode: mode, maxConnections: maxConnections)
         self.loop = loop
         thread = JoinableThread(name: "tcp-proxy-\(port)") { loop.run() }
     }
@@ -59,7 +51,7 @@ final class TCPProxy: Sendable {
             loop.mode = mode
             loop.requested += 1
             let target = loop.requested
-            SocketIO.wake(loop.wakePipe.write)
+            loop.listener.wake()
             while loop.applied < target && !loop.closing { loop.condition.wait() }
         }
     }
@@ -80,11 +72,9 @@ final class TCPProxy: Sendable {
             return !loop.closing
         }
         guard first else { return }
-        SocketIO.wake(loop.wakePipe.write)
+        loop.listener.wake()
         thread.join()
-        Glibc.close(loop.listenFD)
-        Glibc.close(loop.wakePipe.read)
-        Glibc.close(loop.wakePipe.write)
+        loop.listener.close()
     }
 
     /// The I/O loop. `@unchecked Sendable`: the vars above `pairs` are guarded by `condition`; `pairs` is
@@ -95,8 +85,7 @@ final class TCPProxy: Sendable {
             var upstream: Int32
         }
 
-        let listenFD: Int32
-        let wakePipe: (read: Int32, write: Int32)
+        let listener: WakeableListener
         let upstreamPort: Int
         let maxConnections: Int
         let condition = NSCondition()
@@ -108,12 +97,8 @@ final class TCPProxy: Sendable {
         var openPairs = 0
         private var pairs: [Pair] = []
 
-        init(
-            listenFD: Int32, wakePipe: (read: Int32, write: Int32), upstreamPort: Int, mode: Mode,
-            maxConnections: Int
-        ) {
-            self.listenFD = listenFD
-            self.wakePipe = wakePipe
+        init(listener: WakeableListener, upstreamPort: Int, mode: Mode, maxConnections: Int) {
+            self.listener = listener
             self.upstreamPort = upstreamPort
             self.mode = mode
             self.maxConnections = maxConnections
@@ -133,10 +118,7 @@ final class TCPProxy: Sendable {
                     }
                 }
 
-                var fds = [
-                    pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0),
-                    pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
-                ]
+                var fds = listener.pollSet()
                 if mode == .forward {
                     for pair in pairs {
                         fds.append(pollfd(fd: pair.client, events: Int16(POLLIN), revents: 0))
@@ -146,7 +128,7 @@ final class TCPProxy: Sendable {
                 let ready = poll(&fds, nfds_t(fds.count), -1)
                 if ready < 0 && errno == EINTR { continue }
                 if ready < 0 { break }
-                if fds[0].revents != 0 { SocketIO.drain(wakePipe.read) }
+                if fds[0].revents != 0 { listener.drainWakes() }
                 if mode == .forward {
                     var broken: Set<Int> = []
                     for index in pairs.indices {
@@ -181,7 +163,7 @@ final class TCPProxy: Sendable {
         }
 
         private func acceptClient(mode: Mode) {
-            guard let client = SocketIO.accept(listenFD) else { return }
+            guard let client = listener.accept() else { return }
             condition.withLock { acceptedTotal += 1 }
             guard mode != .reset, pairs.count < maxConnections,
                 let upstream = try? SocketIO.connect(port: upstreamPort)

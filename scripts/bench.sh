@@ -30,6 +30,8 @@ BIN=${PGCONN_BIN:-$ROOT/.build/release/pgconn_exporter}
 PGE_BIN=${POSTGRES_EXPORTER_BIN:-/usr/bin/prometheus-postgres-exporter}
 PROBE_INTERVAL=1s
 LOGIN_INTERVAL_SECONDS=10
+# shellcheck source=lib-postgres.sh
+source "$ROOT/scripts/lib-postgres.sh"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -37,38 +39,27 @@ die() { say "$*"; exit 1; }
 [[ $TARGETS =~ ^[1-9][0-9]*$ ]] && ((TARGETS <= 1000)) || die "BENCH_TARGETS must be 1 to 1000 (got $TARGETS)"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive number of seconds (got $DURATION)"
 [[ $SCRAPES =~ ^[1-9][0-9]*$ ]] || die "BENCH_SCRAPES must be a positive number (got $SCRAPES)"
-PG_BIN=${PGCONN_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-[[ -n $PG_BIN && -x $PG_BIN/postgres ]] || die "no PostgreSQL server under /usr/lib/postgresql/*/bin (run: make deps)"
+pg_find_bin
 [[ -x $BIN ]] || die "$BIN is missing (run: make build)"
 [[ -x $PGE_BIN ]] || die "$PGE_BIN is missing (run: make deps)"
 command -v python3 >/dev/null || die "python3 is needed for the measurements"
 command -v curl >/dev/null || die "curl is needed (run: make deps)"
 
-# initdb and postgres refuse to run as root: as root, run them as the postgres OS user.
-AS_PG=()
-if [[ $(id -u) == 0 ]]; then
-    id postgres >/dev/null 2>&1 || die "running as root needs the postgres OS user (run: make deps)"
-    AS_PG=(runuser -u postgres --)
-fi
+pg_run_as_postgres
 
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgconn-bench.XXXXXX")
-DATA=$WORK/data
-SOCKET_DIR=$WORK/socket
+pg_make_workdir bench
 PASSWORD_FILE=$WORK/bench_monitor.password
 CONFIG=$WORK/pgconn_exporter.yml
-SERVER_LOG=$WORK/server.log
 PGCONN_LOG=$WORK/pgconn_exporter.log
 PGE_LOG=$WORK/postgres_exporter.log
 MEASURE=$WORK/measure.py
-POSTMASTER_PID=
-SERVER_WRAPPER_PIDS=()
 PGCONN_PID=
 PGE_PID=
 RECOVERY_PID=
 
 # ---------------------------------------------------------------------------------------------------------------
-# Process lifecycle (the approach of run-local.sh: foreground children in their own session, stopped by PID).
+# Process lifecycle (the server: scripts/lib-postgres.sh; the exporters: foreground children stopped by PID).
 
 stop_pid() { # stop_pid PID NAME: SIGTERM, up to 10 s, then SIGKILL
     local pid=$1 name=$2
@@ -83,31 +74,13 @@ stop_pid() { # stop_pid PID NAME: SIGTERM, up to 10 s, then SIGKILL
     wait "$pid" 2>/dev/null || true
 }
 
-stop_server() {
-    [[ -n $POSTMASTER_PID ]] || return 0
-    kill -INT "$POSTMASTER_PID" 2>/dev/null || return 0 # fast shutdown
-    for _ in $(seq 100); do
-        kill -0 "$POSTMASTER_PID" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    say "PostgreSQL did not stop within 10s; sending SIGQUIT"
-    kill -QUIT "$POSTMASTER_PID" 2>/dev/null || true
-    sleep 2
-    kill -KILL "$POSTMASTER_PID" 2>/dev/null || true
-}
-
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     [[ -n $RECOVERY_PID ]] && stop_pid "$RECOVERY_PID" "the recovery timer"
     [[ -n $PGE_PID ]] && stop_pid "$PGE_PID" postgres_exporter
     [[ -n $PGCONN_PID ]] && stop_pid "$PGCONN_PID" pgconn_exporter
-    if [[ -z $POSTMASTER_PID && -r $DATA/postmaster.pid ]]; then
-        POSTMASTER_PID=$(head -n 1 "$DATA/postmaster.pid")
-    fi
-    stop_server
-    local pid
-    for pid in "${SERVER_WRAPPER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pg_shutdown
     if ((status != 0 && status != 130 && status != 143)); then
         local log
         for log in "$SERVER_LOG" "$PGCONN_LOG" "$PGE_LOG"; do
@@ -124,30 +97,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# Starts the postmaster on $PORT with room for every target's session and login check (see pg_start_server).
+start_server() { pg_start_server -c max_connections="$MAX_CONNECTIONS"; }
 
-# Starts the postmaster on $PORT and waits (10 ms steps, 30 s at most) until it accepts connections.
-start_server() {
-    setsid "${AS_PG[@]}" "$PG_BIN/postgres" -D "$DATA" -p "$PORT" -k "$SOCKET_DIR" \
-        -c listen_addresses=127.0.0.1 -c max_connections="$MAX_CONNECTIONS" >>"$SERVER_LOG" 2>&1 </dev/null &
-    SERVER_WRAPPER_PIDS+=($!)
-    for _ in $(seq 3000); do
-        if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
-            POSTMASTER_PID=$(head -n 1 "$DATA/postmaster.pid")
-            return 0
-        fi
-        kill -0 "${SERVER_WRAPPER_PIDS[-1]}" 2>/dev/null || die "PostgreSQL exited during startup"
-        sleep 0.01
-    done
-    die "PostgreSQL did not accept connections within 30s"
-}
-
-sql() { # sql STATEMENT: as the superuser over the unix socket, unaligned output
-    "${AS_PG[@]}" "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" -p "$PORT" -U postgres -d postgres \
-        -c "$1"
-}
+sql() { pg_psql -At -v ON_ERROR_STOP=1 -c "$1"; } # sql STATEMENT: as the superuser, unaligned output
 
 # Fails with the exporter's log if it died: a crash under the benchmark is a result to report, not to hide.
 require_alive() {
@@ -401,27 +354,13 @@ measure() { python3 "$MEASURE" "$@"; }
 # 1. PostgreSQL
 
 MAX_CONNECTIONS=$((TARGETS * 2 + 50 > 200 ? TARGETS * 2 + 50 : 200))
-mkdir -m 700 "$SOCKET_DIR"
-touch "$SERVER_LOG"
-if ((${#AS_PG[@]})); then chown postgres: "$WORK" "$SOCKET_DIR" "$SERVER_LOG"; fi
-
-say "initdb in $DATA"
-"${AS_PG[@]}" "$PG_BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    -E UTF8 --locale=C --no-sync >"$WORK/initdb.log" 2>&1 || {
-    cat "$WORK/initdb.log" >&2
-    die "initdb failed"
-}
-PORT=$(free_port)
+pg_initdb
+PORT=$(pg_free_port)
 say "starting PostgreSQL on 127.0.0.1:$PORT, max_connections=$MAX_CONNECTIONS"
 start_server
 
-# One role for both exporters; its password goes to a mode-600 file and to psql on stdin, never on a command line.
-(umask 077 && head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24 >"$PASSWORD_FILE")
-"${AS_PG[@]}" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" -p "$PORT" -U postgres -d postgres \
-    >/dev/null <<SQL
-CREATE ROLE bench_monitor LOGIN PASSWORD '$(cat "$PASSWORD_FILE")';
-GRANT pg_monitor TO bench_monitor;
-SQL
+# One role for both exporters; its password is written to $PASSWORD_FILE, never put on a command line.
+pg_create_login_role bench_monitor "$PASSWORD_FILE"
 
 # ---------------------------------------------------------------------------------------------------------------
 # 2. pgconn_exporter with N targets
@@ -441,7 +380,7 @@ SQL
     done
 } >"$CONFIG"
 
-PGCONN_PORT=$(free_port)
+PGCONN_PORT=$(pg_free_port)
 PGCONN_URL=http://127.0.0.1:$PGCONN_PORT
 say "starting pgconn_exporter ($TARGETS targets) on 127.0.0.1:$PGCONN_PORT"
 started=$(date +%s.%N)
@@ -519,7 +458,7 @@ PG_VERSION=$(sql "SHOW server_version")
 # ---------------------------------------------------------------------------------------------------------------
 # 3. postgres_exporter against the same server (one database; the DSN holds the password, as it must)
 
-PGE_PORT=$(free_port)
+PGE_PORT=$(pg_free_port)
 PGE_URL=http://127.0.0.1:$PGE_PORT
 PGE_VERSION=$("$PGE_BIN" --version 2>&1 | head -n 1 | awk '{ print $3 }')
 say "starting postgres_exporter $PGE_VERSION on 127.0.0.1:$PGE_PORT"

@@ -21,7 +21,10 @@ public final class Monitor: @unchecked Sendable {
         case lookupFinished(ticket: UInt64, Result<[String], Failure>)
     }
 
+    /// Targets in config order, and by their stable id (the id is in every epoll token, timer and lookup, so
+    /// targets can come and go, as a reload will need, without renumbering the others).
     private let targets: [TargetRuntime]
+    private let targetsByID: [Int: TargetRuntime]
     private let metrics: MetricsStore
     private let logger: Logger
     private let epoll: Epoll
@@ -44,7 +47,7 @@ public final class Monitor: @unchecked Sendable {
     /// Slots admitted while handling an event; started by the loop afterwards, so a chain of connects that
     /// fail at once (a missing password file on every target) is a loop, not a recursion.
     private var pendingAdmissions: [UInt64] = []
-    private var pendingLookups: [UInt64: (index: Int, role: ConnectionRole)] = [:]
+    private var pendingLookups: [UInt64: (id: Int, role: ConnectionRole)] = [:]
 
     /// - Parameters:
     ///   - seed: seeds each target's backoff and login-check jitter (target i uses seed + i); random by default.
@@ -59,8 +62,9 @@ public final class Monitor: @unchecked Sendable {
         self.logger = logger
         self.epoll = try Epoll()
         self.targets = config.targets.enumerated().map { index, target in
-            TargetRuntime(index: index, config: target, seed: seed &+ UInt64(index))
+            TargetRuntime(id: index, config: target, seed: seed &+ UInt64(index))
         }
+        self.targetsByID = Dictionary(uniqueKeysWithValues: targets.map { ($0.id, $0) })
         metrics.setTargets(config.targets)
     }
 
@@ -145,7 +149,7 @@ public final class Monitor: @unchecked Sendable {
 
     private func fireTimers(now: MonotonicInstant) {
         while let entry = timers.popDue(now: now) {
-            let target = targets[entry.tag.index]
+            guard let target = targetsByID[entry.tag.id] else { continue }
             switch entry.tag.kind {
             case .session:
                 guard target.scheduledSession == entry.deadline else { continue }
@@ -164,19 +168,17 @@ public final class Monitor: @unchecked Sendable {
         let session = target.session.deadline
         if session != target.scheduledSession {
             target.scheduledSession = session
-            if let session { timers.push(session, TimerTag(index: target.index, kind: .session)) }
+            if let session { timers.push(session, TimerTag(id: target.id, kind: .session)) }
         }
         let login = target.login.deadline
         if login != target.scheduledLogin {
             target.scheduledLogin = login
-            if let login { timers.push(login, TimerTag(index: target.index, kind: .login)) }
+            if let login { timers.push(login, TimerTag(id: target.id, kind: .login)) }
         }
     }
 
     private func dispatch(_ event: Epoll.Event, now: MonotonicInstant) {
-        let index = Int(event.token >> 1)
-        guard index < targets.count else { return }
-        let target = targets[index]
+        guard let target = targetsByID[Int(event.token >> 1)] else { return }
         if event.token & 1 == 0 {
             sessionSocketReady(target, event, now: now)
         } else {
@@ -216,7 +218,7 @@ public final class Monitor: @unchecked Sendable {
             pendingAdmissions = []
             let now = Self.monotonicNow()
             for token in batch {
-                let target = targets[Int(token >> 1)]
+                guard let target = targetsByID[Int(token >> 1)] else { continue }
                 let slot = target.slot(token & 1 == 0 ? .session : .login)
                 guard slot.admission == .waiting else { continue }
                 slot.admission = .holding
@@ -235,7 +237,7 @@ public final class Monitor: @unchecked Sendable {
         if let hosts = target.hostsNeedingLookup {
             nextTicket += 1
             slot.ticket = nextTicket
-            pendingLookups[nextTicket] = (target.index, slot.role)
+            pendingLookups[nextTicket] = (target.id, slot.role)
             resolver.resolve(hosts, ticket: nextTicket)
         } else {
             connect(slot, of: target, hostaddr: nil, now: now)
@@ -244,8 +246,7 @@ public final class Monitor: @unchecked Sendable {
 
     /// A lookup finished; ignored when its slot was closed or reopened since (the ticket no longer matches).
     private func lookupFinished(ticket: UInt64, _ result: Result<[String], Failure>, now: MonotonicInstant) {
-        guard let (index, role) = pendingLookups.removeValue(forKey: ticket) else { return }
-        let target = targets[index]
+        guard let (id, role) = pendingLookups.removeValue(forKey: ticket), let target = targetsByID[id] else { return }
         let slot = target.slot(role)
         guard slot.ticket == ticket else { return }
         slot.ticket = nil

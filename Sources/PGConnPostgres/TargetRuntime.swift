@@ -3,7 +3,7 @@ import PGConnCore
 /// Which timer of which target a heap entry belongs to.
 struct TimerTag: Sendable {
     enum Kind: Sendable { case session, login }
-    var index: Int
+    var id: Int
     var kind: Kind
 }
 
@@ -43,7 +43,8 @@ final class ConnectionSlot {
 
 /// One target's machines and connections; touched only on the monitor's I/O thread.
 final class TargetRuntime {
-    let index: Int
+    /// Stable for the target's life; not its position in the config.
+    let id: Int
     let config: TargetConfig
     /// The DSN's host names to resolve before each connect, `nil` when libpq can connect without a lookup.
     let hostsNeedingLookup: [String]?
@@ -56,8 +57,8 @@ final class TargetRuntime {
     /// Whether this target has counted toward readiness.
     var reported = false
 
-    init(index: Int, config: TargetConfig, seed: UInt64) {
-        self.index = index
+    init(id: Int, config: TargetConfig, seed: UInt64) {
+        self.id = id
         self.config = config
         self.hostsNeedingLookup = HostResolver.hostsNeedingLookup(dsn: config.dsn)
         self.session = SessionStateMachine(config: config, seed: seed)
@@ -67,6 +68,6 @@ final class TargetRuntime {
 
     func slot(_ role: ConnectionRole) -> ConnectionSlot { role == .session ? sessionSlot : loginSlot }
 
-    /// epoll tokens: the index shifted left, the low bit telling session (0) from login check (1).
-    func token(_ role: ConnectionRole) -> UInt64 { UInt64(index) << 1 | (role == .session ? 0 : 1) }
+    /// epoll tokens: the id shifted left, the low bit telling session (0) from login check (1).
+    func token(_ role: ConnectionRole) -> UInt64 { UInt64(id) << 1 | (role == .session ? 0 : 1) }
 }

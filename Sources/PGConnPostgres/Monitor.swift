@@ -47,6 +47,7 @@ public final class Monitor: @unchecked Sendable {
     /// Slots admitted while handling an event; started by the loop afterwards, so a chain of connects that
     /// fail at once (a missing password file on every target) is a loop, not a recursion.
     private var pendingAdmissions: [UInt64] = []
+    private var publishedConnects = (0, 0)
     private var pendingLookups: [UInt64: (id: Int, role: ConnectionRole)] = [:]
 
     /// - Parameters:
@@ -115,7 +116,16 @@ public final class Monitor: @unchecked Sendable {
                 if !running { break }
             }
             startAdmitted()
+            publishConnects()
         }
+    }
+
+    /// Writes the connect queue's size to the store when it changed (once per loop turn at most).
+    private func publishConnects() {
+        let current = (admission.inFlight.count, admission.waitingCount)
+        guard current != publishedConnects else { return }
+        publishedConnects = current
+        metrics.recordConnects(inProgress: current.0, waiting: current.1)
     }
 
     private func waitTimeout(now: MonotonicInstant) -> Int32 {

@@ -28,9 +28,16 @@ public final class MetricsStore: Sendable {
     struct State {
         var order: [String] = []
         var targets: [String: TargetSeries] = [:]
+        var exporter = ExporterSeries()
+    }
+
+    /// The values of the exporter's own families.
+    struct ExporterSeries {
         var reloadSuccessful = true
         var reloadTimestamp: Double = 0
         var loopLag = Histogram(bounds: Histogram.loopLagBounds)
+        var connectsInProgress = 0
+        var connectsWaiting = 0
     }
 
     private let state = Mutex(State())
@@ -70,13 +77,21 @@ public final class MetricsStore: Sendable {
     }
 
     public func recordLoopLag(seconds: Double) {
-        state.withLock { $0.loopLag.observe(seconds) }
+        state.withLock { $0.exporter.loopLag.observe(seconds) }
+    }
+
+    /// The connect queue (``ConnectAdmission``): connections being established, and connects waiting their turn.
+    public func recordConnects(inProgress: Int, waiting: Int) {
+        state.withLock { state in
+            state.exporter.connectsInProgress = inProgress
+            state.exporter.connectsWaiting = waiting
+        }
     }
 
     public func recordReload(successful: Bool, wallClock: Double) {
         state.withLock { state in
-            state.reloadSuccessful = successful
-            if successful { state.reloadTimestamp = wallClock }
+            state.exporter.reloadSuccessful = successful
+            if successful { state.exporter.reloadTimestamp = wallClock }
         }
     }
 
@@ -88,13 +103,11 @@ public final class MetricsStore: Sendable {
     /// Renders every metric in the text format. `process` is read by the caller (from /proc) at scrape time.
     public func render(wallClock: Double, process: ProcessStats?) -> [UInt8] {
         let (targets, exporter) = state.withLock { state in
-            (state.order.compactMap { state.targets[$0] }, (state.reloadSuccessful, state.reloadTimestamp, state.loopLag))
+            (state.order.compactMap { state.targets[$0] }, state.exporter)
         }
         var out = ExpositionWriter(reservingCapacity: 2048 + targets.count * 12 * 1024)
         Self.renderTargets(targets, wallClock: wallClock, into: &out)
-        Self.renderExporter(
-            buildInfo: buildInfo, reloadSuccessful: exporter.0, reloadTimestamp: exporter.1, loopLag: exporter.2,
-            into: &out)
+        Self.renderExporter(buildInfo: buildInfo, exporter, into: &out)
         if let process { Self.renderProcess(process, into: &out) }
         return out.bytes
     }
@@ -197,10 +210,7 @@ public final class MetricsStore: Sendable {
         }
     }
 
-    private static func renderExporter(
-        buildInfo: BuildInfo, reloadSuccessful: Bool, reloadTimestamp: Double, loopLag: Histogram,
-        into out: inout ExpositionWriter
-    ) {
+    private static func renderExporter(buildInfo: BuildInfo, _ exporter: ExporterSeries, into out: inout ExpositionWriter) {
         out.family("pgconn_exporter_build_info", .gauge, help: "1, with the exporter's and its libraries' versions.")
         out.sample(
             "pgconn_exporter_build_info",
@@ -211,15 +221,23 @@ public final class MetricsStore: Sendable {
         out.family(
             "pgconn_exporter_config_last_reload_successful", .gauge,
             help: "1 if the last configuration load succeeded, else 0.")
-        out.sample("pgconn_exporter_config_last_reload_successful", [], reloadSuccessful ? 1.0 : 0.0)
+        out.sample("pgconn_exporter_config_last_reload_successful", [], exporter.reloadSuccessful ? 1.0 : 0.0)
         out.family(
             "pgconn_exporter_config_last_reload_success_timestamp_seconds", .gauge,
             help: "Unix time of the last successful configuration load.")
-        out.sample("pgconn_exporter_config_last_reload_success_timestamp_seconds", [], reloadTimestamp)
+        out.sample("pgconn_exporter_config_last_reload_success_timestamp_seconds", [], exporter.reloadTimestamp)
         out.family(
             "pgconn_exporter_loop_lag_seconds", .histogram,
             help: "How late the I/O loop's timers fire: saturation of the probe thread.")
-        out.histogram("pgconn_exporter_loop_lag_seconds", [], loopLag)
+        out.histogram("pgconn_exporter_loop_lag_seconds", [], exporter.loopLag)
+        out.family(
+            "pgconn_exporter_connects_in_progress", .gauge,
+            help: "Connections (sessions and login checks) being established now; at most the connect limit.")
+        out.sample("pgconn_exporter_connects_in_progress", [], Double(exporter.connectsInProgress))
+        out.family(
+            "pgconn_exporter_connects_waiting", .gauge,
+            help: "Connects waiting for their turn under the connect limit (their timeout has not started).")
+        out.sample("pgconn_exporter_connects_waiting", [], Double(exporter.connectsWaiting))
     }
 
     private static func renderProcess(_ process: ProcessStats, into out: inout ExpositionWriter) {

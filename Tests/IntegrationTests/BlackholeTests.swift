@@ -73,6 +73,15 @@ import Testing
                     connectTimeout: .milliseconds(300)))
         }
         let fixture = try MonitorFixture(targets, maxConcurrentConnects: 1)
+        func page() -> String {
+            String(decoding: fixture.metrics.render(wallClock: Date().timeIntervalSince1970, process: nil), as: UTF8.self)
+        }
+        // While the silent host holds the only turn, the others wait, and the gauges say so.
+        try eventually(timeout: .seconds(5), poll: .milliseconds(5)) {
+            let text = page()
+            return text.contains("pgconn_exporter_connects_in_progress 1\n")
+                && text.contains("pgconn_exporter_connects_waiting 4\n")
+        }
         for index in 0..<4 {
             try fixture.await("healthy\(index)") { $0.isSessionUp }
             let series = fixture.series("healthy\(index)")
@@ -80,6 +89,7 @@ import Testing
             #expect(series.connectionAttempts == 1)
         }
         try fixture.await("silent") { $0.connectionFailures[.timeout, default: 0] >= 1 }
+        #expect(page().contains("pgconn_exporter_connects_waiting 0\n"))
     }
 
     @Test func sessionThatStopsAnsweringIsDiscardedByTheProbeTimeout() throws {

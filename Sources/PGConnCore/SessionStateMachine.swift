@@ -83,7 +83,6 @@ public struct SessionStateMachine: Sendable {
     public private(set) var isHealthy = false
     /// Probe and connection failures since the last successful probe.
     public private(set) var consecutiveFailures = 0
-    public private(set) var lastFailure: Failure?
     private var outageStart: MonotonicInstant?
     private var downtimeAccountedUntil: MonotonicInstant?
 
@@ -184,7 +183,6 @@ public struct SessionStateMachine: Sendable {
         var output = Output(observations: [.probeSucceeded(duration: now - started, inRecovery: inRecovery)])
         backoff.reset()
         consecutiveFailures = 0
-        lastFailure = nil
         if let outageStart {
             accountDowntime(now: now, into: &output)
             output.observations.append(.outageEnded(duration: now - outageStart))
@@ -291,7 +289,6 @@ public struct SessionStateMachine: Sendable {
     /// Counts a failure toward the outage and the health gauge.
     private mutating func recordFailure(_ failure: Failure, now: MonotonicInstant, into output: inout Output) {
         consecutiveFailures += 1
-        lastFailure = failure
         if outageStart == nil {
             outageStart = now
             downtimeAccountedUntil = now

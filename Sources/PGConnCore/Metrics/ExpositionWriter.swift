@@ -180,12 +180,6 @@ public struct LabelSet: Sendable {
         Self.appendLabel(key, value, to: &rendered)
     }
 
-    public func appending(_ key: String, _ value: String) -> LabelSet {
-        var copy = self
-        copy.append(key, value)
-        return copy
-    }
-
     fileprivate static func appendLabel(_ key: String, _ value: String, to bytes: inout [UInt8]) {
         bytes.append(contentsOf: key.utf8)
         bytes.append(UInt8(ascii: "="))

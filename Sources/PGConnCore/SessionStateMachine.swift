@@ -7,16 +7,25 @@
 /// States and their valid transitions:
 ///
 ///     idle ──start──► connecting ──connected──► up ──connectionLost / probe timeout──► backoff
-///                       │  ▲                     │                                        │
-///                       │  └──── reset ◄─────────┘ (failed probe left a transaction open)  │
+///                       │                                                                 │
 ///                       └──connectFailed / connect timeout──► backoff ──timer──► connecting
-///     any ──stop──► stopped
+///     backoff ──credentialsChanged──► connecting     any ──stop──► stopped
 ///
 /// In `connecting`, a connect that must wait for its turn (``ConnectAdmission``, reported by
 /// ``connectDeferred()``) has no deadline until ``connectAdmitted(now:)``.
 /// While `up` the session cycles through reading server facts (once per connection), waiting, and probing.
 /// A probe that fails on a working connection (a query error, the wrong role) keeps the session; one that
-/// times out discards it, because a connection that stopped answering cannot be trusted again.
+/// times out discards it, because a connection that stopped answering cannot be trusted again. A probe that
+/// leaves a transaction open (`BEGIN; SELECT 1`, or a failed statement inside one) is followed by a `ROLLBACK`
+/// on the same connection, so the session never idles in a transaction and nothing reconnects for it.
+///
+/// Probes keep their schedule across reconnects: after a reset the first probe of the new connection waits
+/// until `probe_interval` after the last probe started, so a probe that breaks its own connection runs at most
+/// once per interval, never in a reconnect loop.
+///
+/// Failures that retrying cannot fix and that can lock an account (`auth`, `database_missing`) back off on the
+/// slower ``BackoffConfig/credentialFailures(after:)`` schedule; ``credentialsChanged(now:)`` cuts that wait short
+/// when the password source changes.
 public struct SessionStateMachine: Sendable {
     /// The states exported in `pgconn_state{state}`.
     public enum StateName: String, CaseIterable, Sendable {
@@ -33,6 +42,8 @@ public struct SessionStateMachine: Sendable {
         case sendFactsQuery
         /// Send the probe query on the session; report `probeSucceeded` or `probeFailed`.
         case sendProbe
+        /// Send `ROLLBACK` on the session; report `rolledBack`, or `connectionLost` if it fails.
+        case sendRollback
         /// Close and forget the session's connection; no further events come from it.
         case closeConnection
     }
@@ -52,6 +63,8 @@ public struct SessionStateMachine: Sendable {
         case stateChanged(from: StateName?, to: StateName, failure: Failure?)
         /// `pgconn_up` flipped; logged once per flip, never per probe.
         case healthChanged(up: Bool, failure: Failure?)
+        /// The postmaster start time changed between two connections: the server restarted.
+        case serverRestarted
         case outageStarted
         case outageEnded(duration: Duration)
         /// Time spent in an outage since the last accounting, so downtime grows during an outage.
@@ -74,11 +87,21 @@ public struct SessionStateMachine: Sendable {
         case readingFacts(started: MonotonicInstant)
         case waiting(nextProbe: MonotonicInstant)
         case probing(started: MonotonicInstant)
+        /// A `ROLLBACK` after a probe that left a transaction open; the probe schedule goes on afterwards.
+        case rollingBack(started: MonotonicInstant, nextProbe: MonotonicInstant)
     }
 
     public let config: TargetConfig
     private(set) var state: State = .idle
     private var backoff: Backoff
+    /// The slower schedule for failures that can lock an account (see ``isCredentialFailure(_:)``).
+    private var credentialBackoff: Backoff
+    /// The reason of the failure that started the current backoff.
+    public private(set) var backoffReason: FailureReason?
+    /// When the last probe started: the next one, even on a new connection, waits `probe_interval` after it.
+    private var lastProbeStart: MonotonicInstant?
+    /// The postmaster start time last read, to tell a restart from a reconnect.
+    private var knownStartTime: Double?
     /// True while the last probe succeeded; drives `pgconn_up`.
     public private(set) var isHealthy = false
     /// Probe and connection failures since the last successful probe.
@@ -89,6 +112,7 @@ public struct SessionStateMachine: Sendable {
     public init(config: TargetConfig, seed: UInt64) {
         self.config = config
         self.backoff = Backoff(config: config.backoff, seed: seed)
+        self.credentialBackoff = Backoff(config: .credentialFailures(after: config.backoff), seed: ~seed)
     }
 
     // MARK: - Reading the state
@@ -115,7 +139,8 @@ public struct SessionStateMachine: Sendable {
         case .idle, .stopped: nil
         case .connecting(let started): started.map { $0 + config.connectTimeout }
         case .backoff(let until, _): until
-        case .up(_, .readingFacts(let started)), .up(_, .probing(let started)): started + config.probeTimeout
+        case .up(_, .readingFacts(let started)), .up(_, .probing(let started)), .up(_, .rollingBack(let started, _)):
+            started + config.probeTimeout
         case .up(_, .waiting(let next)): next
         }
     }
@@ -164,24 +189,41 @@ public struct SessionStateMachine: Sendable {
     public mutating func factsRead(_ facts: ServerFacts?, now: MonotonicInstant) -> Output {
         guard case .up(let since, .readingFacts) = state else { return Output() }
         var output = Output()
-        if let facts { output.observations.append(.facts(facts)) }
-        state = .up(since: since, phase: .probing(started: now))
-        output.actions.append(.sendProbe)
+        if let facts {
+            output.observations.append(.facts(facts))
+            if let start = facts.startTime {
+                if let known = knownStartTime, abs(known - start) > 0.5 { output.observations.append(.serverRestarted) }
+                knownStartTime = start
+            }
+        }
+        if let last = lastProbeStart, last + config.probeInterval > now {
+            state = .up(since: since, phase: .waiting(nextProbe: last + config.probeInterval))
+        } else {
+            state = .up(since: since, phase: .probing(started: now))
+            lastProbeStart = now
+            output.actions.append(.sendProbe)
+        }
         return output
     }
 
     /// The probe query returned rows. `inRecovery` is reported when the probe also asked for the role.
-    public mutating func probeSucceeded(inRecovery: Bool?, now: MonotonicInstant) -> Output {
+    ///
+    /// - Parameter leftTransactionOpen: the query left the session inside a transaction: a `ROLLBACK` follows.
+    public mutating func probeSucceeded(
+        inRecovery: Bool?, leftTransactionOpen: Bool = false, now: MonotonicInstant
+    ) -> Output {
         guard case .up(let since, .probing(let started)) = state else { return Output() }
-        state = .up(since: since, phase: .waiting(nextProbe: started + config.probeInterval))
+        var output = Output()
+        finishProbe(since: since, started: started, rollback: leftTransactionOpen, now: now, into: &output)
         if let inRecovery, let failure = roleMismatch(inRecovery: inRecovery) {
             // The session is kept, so no reconnect would re-read the role: report the new one here.
-            var output = Output(observations: [.probeFailed(failure), .facts(ServerFacts(inRecovery: inRecovery))])
+            output.observations += [.probeFailed(failure), .facts(ServerFacts(inRecovery: inRecovery))]
             recordFailure(failure, now: now, into: &output)
             return output
         }
-        var output = Output(observations: [.probeSucceeded(duration: now - started, inRecovery: inRecovery)])
+        output.observations.append(.probeSucceeded(duration: now - started, inRecovery: inRecovery))
         backoff.reset()
+        credentialBackoff.reset()
         consecutiveFailures = 0
         if let outageStart {
             accountDowntime(now: now, into: &output)
@@ -198,26 +240,47 @@ public struct SessionStateMachine: Sendable {
 
     /// The probe failed but the connection still works (a query error).
     ///
-    /// - Parameter leftTransactionOpen: the failure left the session inside a transaction (or an aborted one);
-    ///   it is then discarded and reopened at once, so the next probe starts clean.
+    /// - Parameter leftTransactionOpen: the failure left the session inside a transaction (or an aborted one):
+    ///   a `ROLLBACK` follows on the same connection, and the next probe keeps its schedule.
     public mutating func probeFailed(_ failure: Failure, leftTransactionOpen: Bool, now: MonotonicInstant) -> Output {
         guard case .up(let since, .probing(let started)) = state else { return Output() }
         var output = Output(observations: [.probeFailed(failure)])
+        finishProbe(since: since, started: started, rollback: leftTransactionOpen, now: now, into: &output)
         recordFailure(failure, now: now, into: &output)
-        if leftTransactionOpen {
-            output.actions.append(.closeConnection)
-            output.observations.append(.reset)
-            beginConnecting(now: now, from: .up, failure: failure, into: &output)
-        } else {
-            state = .up(since: since, phase: .waiting(nextProbe: started + config.probeInterval))
-        }
         return output
+    }
+
+    /// The `ROLLBACK` after a probe finished and left no transaction open.
+    public mutating func rolledBack(now: MonotonicInstant) -> Output {
+        guard case .up(let since, .rollingBack(_, let nextProbe)) = state else { return Output() }
+        state = .up(since: since, phase: .waiting(nextProbe: nextProbe))
+        return Output()
+    }
+
+    /// The password source changed while backing off after a credential failure: try again now, since the
+    /// wait was only there to keep a wrong password from locking the account.
+    public mutating func credentialsChanged(now: MonotonicInstant) -> Output {
+        guard case .backoff = state, let reason = backoffReason, Self.isCredentialFailure(reason) else {
+            return Output()
+        }
+        var output = Output()
+        beginConnecting(now: now, from: .backoff, failure: nil, into: &output)
+        return output
+    }
+
+    /// Failures that the same credentials will meet again, and that count toward account lockouts.
+    public static func isCredentialFailure(_ reason: FailureReason) -> Bool {
+        reason == .auth || reason == .databaseMissing
     }
 
     /// The established session broke: the server closed it, the socket failed, or keepalives gave up.
     public mutating func connectionLost(_ failure: Failure, now: MonotonicInstant) -> Output {
         guard case .up(_, let phase) = state else { return Output() }
         var output = Output(actions: [.closeConnection])
+        switch phase {
+        case .probing, .rollingBack: break  // the probe broke it: the next one keeps the schedule
+        case .waiting, .readingFacts: lastProbeStart = nil  // lost between probes: probe as soon as it is back
+        }
         if case .probing = phase { output.observations.append(.probeFailed(failure)) }
         output.observations.append(.disconnected(failure))
         output.observations.append(.reset)
@@ -246,12 +309,13 @@ public struct SessionStateMachine: Sendable {
             let failure = Failure(
                 reason: .timeout, message: "connect timed out after \(config.connectTimeout.prometheusString)")
             return connectFailed(failure, now: now)
-        case .up(_, .readingFacts), .up(_, .probing):
+        case .up(_, .readingFacts), .up(_, .probing), .up(_, .rollingBack):
             let failure = Failure(
                 reason: .timeout, message: "no answer within probe_timeout \(config.probeTimeout.prometheusString)")
             return connectionLost(failure, now: now)
         case .up(let since, .waiting):
             state = .up(since: since, phase: .probing(started: now))
+            lastProbeStart = now
             return Output(actions: [.sendProbe])
         case .backoff:
             var output = Output()
@@ -273,6 +337,7 @@ public struct SessionStateMachine: Sendable {
         now: MonotonicInstant, from: StateName?, failure: Failure?, into output: inout Output
     ) {
         state = .connecting(started: now)
+        backoffReason = nil
         output.actions.append(.openConnection)
         output.observations.append(.connectionAttempt)
         if from != .connecting {
@@ -281,8 +346,9 @@ public struct SessionStateMachine: Sendable {
     }
 
     private mutating func beginBackoff(now: MonotonicInstant, from: StateName, failure: Failure, into output: inout Output) {
-        let delay = backoff.next()
+        let delay = Self.isCredentialFailure(failure.reason) ? credentialBackoff.next() : backoff.next()
         state = .backoff(until: now + delay, delay: delay)
+        backoffReason = failure.reason
         output.observations.append(.stateChanged(from: from, to: .backoff, failure: failure))
     }
 
@@ -299,6 +365,20 @@ public struct SessionStateMachine: Sendable {
         if isHealthy {
             isHealthy = false
             output.observations.append(.healthChanged(up: false, failure: failure))
+        }
+    }
+
+    /// Moves on from a finished probe: to a `ROLLBACK` first if it left a transaction open, else to the wait.
+    private mutating func finishProbe(
+        since: MonotonicInstant, started: MonotonicInstant, rollback: Bool, now: MonotonicInstant,
+        into output: inout Output
+    ) {
+        let next = started + config.probeInterval
+        if rollback {
+            state = .up(since: since, phase: .rollingBack(started: now, nextProbe: next))
+            output.actions.append(.sendRollback)
+        } else {
+            state = .up(since: since, phase: .waiting(nextProbe: next))
         }
     }
 

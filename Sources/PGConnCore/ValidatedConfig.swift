@@ -50,6 +50,17 @@ public struct BackoffConfig: Sendable, Equatable {
 
     public static let `default` = BackoffConfig(
         initial: .milliseconds(250), max: .seconds(5), multiplier: 2, jitter: 0.2)
+
+    /// The schedule after a failure that the same credentials will meet again (`auth`, `database_missing`):
+    /// at least 60 s before the first retry, doubling, and up to 15 min between retries (or the configured
+    /// values, if longer). A wrong password then makes about 4 attempts in the first 15 minutes and one every
+    /// 15 minutes after that, under common lockout thresholds (5 failures in 15 minutes). A changed password
+    /// file is noticed without waiting (``SessionStateMachine/credentialsChanged(now:)``).
+    public static func credentialFailures(after config: BackoffConfig) -> BackoffConfig {
+        BackoffConfig(
+            initial: Swift.max(config.initial, .seconds(60)), max: Swift.max(config.max, .seconds(900)),
+            multiplier: Swift.max(config.multiplier, 2), jitter: config.jitter)
+    }
 }
 
 /// TCP keepalive settings passed to libpq, so half-open connections are found without a probe.

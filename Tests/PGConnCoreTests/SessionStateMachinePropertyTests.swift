@@ -5,11 +5,12 @@ import Testing
 /// Random event sequences against invariants that every script must keep, whatever the order of events.
 ///
 /// The I/O code relies on these: a connection is opened only when none is held and closed whenever the machine
-/// leaves it, health flips alternate, and a deadline always exists while monitoring.
+/// leaves it, health flips alternate, a deadline always exists while monitoring, and probes never come closer
+/// together than `probe_interval`, whatever breaks in between (no reconnect-and-probe storm).
 @Suite struct SessionStateMachinePropertyTests {
     enum Event: CaseIterable {
-        case connected, connectFailed, facts, probeOK, probeWrongRole, probeError, probeErrorInTransaction, lost,
-            timer, deferred, admitted
+        case connected, connectFailed, authFailed, facts, probeOK, probeOKInTransaction, probeWrongRole, probeError,
+            probeErrorInTransaction, rolledBack, lost, timer, deferred, admitted, credentialsChanged
     }
 
     @Test(arguments: 0..<200)
@@ -21,8 +22,10 @@ import Testing
         var now = MonotonicInstant.zero
         var holdsConnection = false
         var lastHealth: Bool?
+        var lastProbe: MonotonicInstant?
         var output = machine.start(now: now)
         holdsConnection = apply(output, holding: holdsConnection, lastHealth: &lastHealth)
+        let longestBackoff = BackoffConfig.credentialFailures(after: config.backoff).max
 
         for _ in 0..<300 {
             now = now + .milliseconds(Int64(random.next() % 3000))
@@ -31,6 +34,10 @@ import Testing
             switch event {
             case .connected: output = machine.connected(now: now)
             case .connectFailed: output = machine.connectFailed(Failure(reason: .refused, message: "x"), now: now)
+            case .authFailed: output = machine.connectFailed(Failure(reason: .auth, message: "x"), now: now)
+            case .probeOKInTransaction: output = machine.probeSucceeded(inRecovery: false, leftTransactionOpen: true, now: now)
+            case .rolledBack: output = machine.rolledBack(now: now)
+            case .credentialsChanged: output = machine.credentialsChanged(now: now)
             case .facts: output = machine.factsRead(ServerFacts(inRecovery: false), now: now)
             case .probeOK: output = machine.probeSucceeded(inRecovery: false, now: now)
             case .probeWrongRole: output = machine.probeSucceeded(inRecovery: true, now: now)
@@ -52,6 +59,12 @@ import Testing
                 output = SessionStateMachine.Output()
             }
             holdsConnection = apply(output, holding: holdsConnection, lastHealth: &lastHealth)
+            if output.actions.contains(.sendProbe) {
+                if let lastProbe {
+                    #expect(now - lastProbe >= config.probeInterval, "seed \(seed): \(event) probed too soon")
+                }
+                lastProbe = now
+            }
 
             #expect(holdsConnection == machine.hasConnection, "seed \(seed): \(event) left \(machine.state)")
             #expect(machine.stateName != nil)
@@ -63,7 +76,7 @@ import Testing
                 #expect(machine.consecutiveFailures == before + 1, "failures grow one at a time")
             }
             #expect((machine.backoffDelay > .zero) == (machine.stateName == .backoff))
-            #expect(machine.backoffDelay <= config.backoff.max)
+            #expect(machine.backoffDelay <= longestBackoff)
         }
     }
 
@@ -80,7 +93,7 @@ import Testing
             case .closeConnection:
                 #expect(holding, "closed without a connection")
                 holding = false
-            case .sendFactsQuery, .sendProbe:
+            case .sendFactsQuery, .sendProbe, .sendRollback:
                 #expect(holding, "a query needs a connection")
             }
         }

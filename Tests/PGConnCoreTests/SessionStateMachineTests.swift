@@ -195,16 +195,86 @@ import Testing
         #expect(machine.deadline == at(10.06))
     }
 
-    @Test func queryErrorInsideATransactionResetsAtOnce() {
+    @Test func queryErrorInsideATransactionIsRolledBackOnTheSameConnection() {
         var machine = upMachine()
         _ = machine.timerFired(now: at(5.06))
-        let error = Failure(reason: .queryError, sqlstate: "25P02", message: "current transaction is aborted")
+        let error = Failure(reason: .queryError, sqlstate: "22012", message: "division by zero")
         let output = machine.probeFailed(error, leftTransactionOpen: true, now: at(5.07))
-        #expect(output.actions == [.closeConnection, .openConnection])
-        #expect(output.observations == [
-            .probeFailed(error), .outageStarted, .healthChanged(up: false, failure: error), .reset,
-            .connectionAttempt, .stateChanged(from: .up, to: .connecting, failure: error),
-        ])
+        #expect(output.actions == [.sendRollback], "no reset, no reconnect")
+        #expect(output.observations == [.probeFailed(error), .outageStarted, .healthChanged(up: false, failure: error)])
+        #expect(machine.deadline == at(7.07), "the ROLLBACK has probe_timeout")
+        #expect(machine.rolledBack(now: at(5.08)) == Machine.Output())
+        #expect(machine.deadline == at(10.06), "the probe schedule goes on")
+        #expect(machine.timerFired(now: at(10.06)).actions == [.sendProbe])
+    }
+
+    @Test func aSuccessfulProbeThatLeavesATransactionOpenIsRolledBack() {
+        var machine = upMachine()
+        _ = machine.timerFired(now: at(5.06))
+        let output = machine.probeSucceeded(inRecovery: nil, leftTransactionOpen: true, now: at(5.07))
+        #expect(output.actions == [.sendRollback])
+        #expect(output.observations == [.probeSucceeded(duration: .milliseconds(10), inRecovery: nil)])
+        let stuck = machine.timerFired(now: at(7.07))
+        #expect(stuck.actions == [.closeConnection], "a ROLLBACK that does not answer discards the session")
+    }
+
+    /// The storm: `BEGIN; SELECT 1/0; COMMIT` once made 300 connections a second. Whatever a probe does to its
+    /// connection, the next probe waits for its schedule.
+    @Test func aProbeThatBreaksItsConnectionRunsOncePerInterval() {
+        var machine = upMachine()
+        _ = machine.timerFired(now: at(5.06))
+        let broke = Failure(reason: .adminShutdown, sqlstate: "57P01", message: "terminating connection")
+        _ = machine.connectionLost(broke, now: at(5.07))
+        #expect(machine.timerFired(now: at(6.07)).actions == [.openConnection])
+        _ = machine.connected(now: at(6.08))
+        let facts = machine.factsRead(nil, now: at(6.09))
+        #expect(facts.actions == [], "no probe before 10.06")
+        #expect(machine.deadline == at(10.06))
+        #expect(machine.timerFired(now: at(10.06)).actions == [.sendProbe])
+    }
+
+    @Test func aSessionLostBetweenProbesIsProbedAsSoonAsItIsBack() {
+        var machine = upMachine()
+        _ = machine.connectionLost(terminated, now: at(1))
+        _ = machine.timerFired(now: at(2))
+        _ = machine.connected(now: at(2.1))
+        #expect(machine.factsRead(nil, now: at(2.2)).actions == [.sendProbe])
+    }
+
+    @Test func credentialFailuresBackOffSlowlyUntilThePasswordChanges() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        let auth = Failure(reason: .auth, sqlstate: "28P01", message: "password authentication failed")
+        _ = machine.connectFailed(auth, now: at(0.1))
+        #expect(machine.backoffDelay == .seconds(60), "at least a minute, not backoff.initial")
+        #expect(machine.backoffReason == .auth)
+        _ = machine.timerFired(now: at(60.1))
+        _ = machine.connectFailed(auth, now: at(60.2))
+        #expect(machine.backoffDelay == .seconds(120))
+        let changed = machine.credentialsChanged(now: at(70))
+        #expect(changed.actions == [.openConnection], "a new password is tried at once")
+        #expect(machine.stateName == .connecting)
+        _ = machine.connectFailed(refused, now: at(70.1))
+        #expect(machine.backoffDelay == .seconds(1), "other reasons keep their own schedule")
+        #expect(machine.credentialsChanged(now: at(70.2)) == Machine.Output(), "only a credential failure waits for it")
+    }
+
+    @Test func aNewPostmasterStartTimeIsAServerRestart() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connected(now: at(0.1))
+        #expect(!machine.factsRead(ServerFacts(startTime: 1000), now: at(0.2)).observations.contains(.serverRestarted))
+        _ = machine.probeSucceeded(inRecovery: nil, now: at(0.3))
+        _ = machine.connectionLost(terminated, now: at(1))
+        _ = machine.timerFired(now: at(2))
+        _ = machine.connected(now: at(2.1))
+        let same = machine.factsRead(ServerFacts(startTime: 1000.4), now: at(2.2))
+        #expect(!same.observations.contains(.serverRestarted), "within 0.5 s: the same postmaster (float rounding)")
+        _ = machine.connectionLost(terminated, now: at(3))
+        _ = machine.timerFired(now: at(5))
+        _ = machine.connected(now: at(5.1))
+        let restarted = machine.factsRead(ServerFacts(startTime: 2000), now: at(5.2))
+        #expect(restarted.observations == [.facts(ServerFacts(startTime: 2000)), .serverRestarted])
     }
 
     @Test(arguments: [

@@ -59,7 +59,7 @@ import Testing
         #expect(fields.lastSuccess == 0 && fields.sessionStart == 0 && fields.downtime == 0 && fields.backoff == 0)
         #expect(fields.serverVersion == nil && fields.inRecovery == nil && fields.serverStartTime == nil)
         #expect(fields.probeDuration.count == 0 && fields.connectDuration.count == 0)
-        #expect(fields.outageDuration.count == 0 && fields.outages == 0 && !fields.restartDetected)
+        #expect(fields.outageDuration.count == 0 && fields.outages == 0)
     }
 
     // MARK: - Reason counters
@@ -114,21 +114,6 @@ import Testing
 
     @Test func everySessionObservationKindHasACase() {
         #expect(Set(SessionCase.all.map { SessionCase.kind($0.observation) }) == Set(SessionCase.allKinds))
-    }
-
-    @Test func aChangedServerStartTimeIsReportedOnce() {
-        var series = Self.baseSeries()
-        var taken = series.takeRestartDetected()
-        #expect(!taken)
-        series.apply(.facts(ServerFacts(startTime: 1_699_000_000.4)), wallClock: Self.now)
-        taken = series.takeRestartDetected()
-        #expect(!taken, "within 0.5 s: the same postmaster (float rounding)")
-        series.apply(.facts(ServerFacts(startTime: 1_699_500_000)), wallClock: Self.now)
-        taken = series.takeRestartDetected()
-        #expect(taken)
-        taken = series.takeRestartDetected()
-        #expect(!taken, "cleared by the first take")
-        #expect(series.serverStartTime == 1_699_500_000)
     }
 
     @Test func downtimeAccumulates() {
@@ -253,7 +238,6 @@ extension TargetSeriesTests {
         var serverVersion: String?
         var inRecovery: Bool?
         var serverStartTime: Double?
-        var restartDetected: Bool
 
         init(_ series: TargetSeries) {
             probeHealthy = series.probeHealthy
@@ -279,7 +263,6 @@ extension TargetSeriesTests {
             serverVersion = series.serverVersion
             inRecovery = series.inRecovery
             serverStartTime = series.serverStartTime
-            restartDetected = series.restartDetected
         }
 
         /// The names of the fields that differ, for a readable failure.
@@ -323,9 +306,9 @@ extension TargetSeriesTests {
                 $0.serverStartTime = 1_699_000_000.25
             },
             SessionCase(name: "facts, none known", observation: .facts(ServerFacts()), isNoOp: true) { _ in },
+            SessionCase(name: "serverRestarted", observation: .serverRestarted, isNoOp: true) { _ in },
             SessionCase(name: "facts, new start time", observation: .facts(ServerFacts(startTime: 1_699_900_000))) {
                 $0.serverStartTime = 1_699_900_000
-                $0.restartDetected = true
             },
             SessionCase(
                 name: "probeSucceeded with role",
@@ -384,6 +367,7 @@ extension TargetSeriesTests {
             case .reset: "reset"
             case .stateChanged: "stateChanged"
             case .healthChanged: "healthChanged"
+            case .serverRestarted: "serverRestarted"
             case .outageStarted: "outageStarted"
             case .outageEnded: "outageEnded"
             case .downtime: "downtime"
@@ -393,6 +377,7 @@ extension TargetSeriesTests {
         static let allKinds = [
             "connectionAttempt", "connected", "connectionFailed", "facts", "probeSucceeded", "probeFailed",
             "disconnected", "reset", "stateChanged", "healthChanged", "outageStarted", "outageEnded", "downtime",
+            "serverRestarted",
         ]
     }
 

@@ -38,8 +38,6 @@ public struct TargetSeries: Sendable {
     public internal(set) var serverVersion: String?
     public internal(set) var inRecovery: Bool?
     public internal(set) var serverStartTime: Double?
-    /// Set when a reconnect found a different postmaster start time; the monitor logs it once and clears it.
-    public internal(set) var restartDetected = false
 
     /// Reasons a failed connect can have (session connects and login checks).
     static let connectReasons: [FailureReason] = FailureReason.allCases.filter {
@@ -92,10 +90,7 @@ public struct TargetSeries: Sendable {
         case .facts(let facts):
             if let version = facts.version { serverVersion = version }
             if let recovery = facts.inRecovery { inRecovery = recovery }
-            if let start = facts.startTime {
-                if let previous = serverStartTime, abs(previous - start) > 0.5 { restartDetected = true }
-                serverStartTime = start
-            }
+            if let start = facts.startTime { serverStartTime = start }
         case .probeSucceeded(let duration, let recovery):
             probes += 1
             probeDuration.observe(duration.seconds)
@@ -120,6 +115,8 @@ public struct TargetSeries: Sendable {
             outageDuration.observe(duration.seconds)
         case .downtime(let duration):
             downtime += duration.seconds
+        case .serverRestarted:
+            break  // logged by the monitor; the new start time itself came with `.facts`
         }
     }
 
@@ -145,12 +142,6 @@ public struct TargetSeries: Sendable {
         consecutiveFailures = session.consecutiveFailures
         backoff = session.backoffDelay.seconds
         probeHealthy = session.isHealthy
-    }
-
-    /// Whether a restart was detected since the last call; clears the flag so it is reported once.
-    public mutating func takeRestartDetected() -> Bool {
-        defer { restartDetected = false }
-        return restartDetected
     }
 
     /// `pgconn_up` at scrape time: healthy, and the last success is recent enough to trust.

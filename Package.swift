@@ -60,7 +60,14 @@ let package = Package(
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "PGConnPostgresTests", dependencies: ["PGConnPostgres", "PGConnCore"], swiftSettings: swiftSettings),
+        // A scripted server behind the monitor's connection seam, for tests without PostgreSQL.
+        .target(
+            name: "PGConnTestSupport", dependencies: ["PGConnPostgres", "PGConnCore"], path: "Tests/PGConnTestSupport",
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "PGConnPostgresTests",
+            dependencies: ["PGConnPostgres", "PGConnCore", "PGConnTestSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "PGConnHTTPTests", dependencies: ["PGConnHTTP", "PGConnCore"], swiftSettings: swiftSettings),
         // Needs a real PostgreSQL (started by the tests themselves) and the built executable.
         .testTarget(

@@ -2,9 +2,21 @@
 #define PGCONN_CLINUX_SHIM_H
 
 /* Glibc's Swift module does not export these headers (as swift-nio's CNIOLinux works around). */
+#include <errno.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <netinet/tcp.h>
+
+/*
+ * epoll_ctl returning 0 or the errno of the failure. Swift code must not read errno after a C call returns:
+ * the runtime may call into libc (allocation, retain/release) and change it first.
+ */
+static inline int pgconn_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event event;
+    event.events = events;
+    event.data.u64 = token;
+    return epoll_ctl(epfd, op, fd, op == EPOLL_CTL_DEL ? NULL : &event) == 0 ? 0 : errno;
+}
 
 #endif

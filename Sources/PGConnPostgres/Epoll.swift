@@ -47,14 +47,14 @@ final class Epoll {
 
     /// Registers `socket`, or changes its interest if it is registered already.
     func watch(_ socket: Int32, _ interest: Interest, token: UInt64) {
-        if !control(EPOLL_CTL_MOD, socket, interest, token: token) && errno == ENOENT {
+        if control(EPOLL_CTL_MOD, socket, interest, token: token) == ENOENT {
             _ = control(EPOLL_CTL_ADD, socket, interest, token: token)
         }
     }
 
     /// Adds a socket that is known not to be registered.
     func add(_ socket: Int32, _ interest: Interest, token: UInt64) {
-        if !control(EPOLL_CTL_ADD, socket, interest, token: token) && errno == EEXIST {
+        if control(EPOLL_CTL_ADD, socket, interest, token: token) == EEXIST {
             _ = control(EPOLL_CTL_MOD, socket, interest, token: token)
         }
     }
@@ -62,7 +62,7 @@ final class Epoll {
     /// Stops watching `socket`. Harmless if the socket was already closed (the kernel dropped it then).
     func unwatch(_ socket: Int32) {
         guard socket >= 0 else { return }
-        _ = epoll_ctl(fd, EPOLL_CTL_DEL, socket, nil)
+        _ = pgconn_epoll_ctl(fd, EPOLL_CTL_DEL, socket, 0, 0)
     }
 
     /// Waits up to `timeoutMilliseconds` (-1: forever) and returns the events. EINTR returns no events.
@@ -96,11 +96,9 @@ final class Epoll {
         _ = write(wakeFD, &one, 8)
     }
 
-    private func control(_ operation: Int32, _ socket: Int32, _ interest: Interest, token: UInt64) -> Bool {
-        var event = epoll_event()
-        event.events = interest.rawValue | EPOLLRDHUP.rawValue
-        event.data.u64 = token
-        return epoll_ctl(fd, operation, socket, &event) == 0
+    /// 0 or the call's errno (captured in C, see the shim).
+    private func control(_ operation: Int32, _ socket: Int32, _ interest: Interest, token: UInt64) -> Int32 {
+        pgconn_epoll_ctl(fd, operation, socket, interest.rawValue | EPOLLRDHUP.rawValue, token)
     }
 }
 

@@ -2,48 +2,28 @@ import Foundation
 import Glibc
 import PGConnCore
 
-/// Resolves host names on a few worker threads, so the monitor's I/O thread never calls `getaddrinfo`.
+/// Host-name lookups for libpq, done before the connect on a worker thread so the I/O thread never calls
+/// `getaddrinfo`.
 ///
 /// libpq resolves names synchronously inside `PQconnectStartParams`/`PQconnectPoll`; a slow or dead DNS
-/// server would stall every target. The monitor resolves first (here) and hands libpq numeric `hostaddr`
-/// values, keeping `host` for TLS verification and `pg_hba.conf`. Results come back through `completion`
-/// on a worker thread; the monitor forwards them to its loop.
+/// server would stall every target. The monitor resolves first (on its lookup ``WorkerPool``) and hands libpq
+/// numeric `hostaddr` values, keeping `host` for TLS verification and `pg_hba.conf`.
 ///
 /// Each name gets its first address; libpq's own fallback over several addresses of one name is given up for
 /// this (a DSN can still list several hosts).
-final class HostResolver: Sendable {
-    private let queue: OperationQueue
-    private let completion: @Sendable (UInt64, Result<[String], Failure>) -> Void
-
-    init(workers: Int = 4, completion: @escaping @Sendable (UInt64, Result<[String], Failure>) -> Void) {
-        queue = OperationQueue()
-        queue.name = "pgconn-resolver"
-        queue.maxConcurrentOperationCount = workers
-        self.completion = completion
-    }
-
-    /// Resolves every entry of `hosts`; entries that need no lookup (empty, numeric) come back as they are.
-    /// `completion` receives `ticket` and one `hostaddr` entry per host, or the first failure.
-    func resolve(_ hosts: [String], ticket: UInt64) {
-        let completion = self.completion
-        queue.addOperation {
-            var addresses: [String] = []
-            for host in hosts {
-                switch Self.lookUp(host) {
-                case .success(let address):
-                    addresses.append(address)
-                case .failure(let failure):
-                    completion(ticket, .failure(failure))
-                    return
-                }
+enum HostResolver {
+    /// Resolves every entry of `hosts` with `lookUp`: one `hostaddr` entry per host, or the first failure.
+    static func resolve(
+        _ hosts: [String], with lookUp: (String) -> Result<String, Failure>
+    ) -> Result<String, Failure> {
+        var addresses: [String] = []
+        for host in hosts {
+            switch needsLookup(host) ? lookUp(host) : .success(isNumeric(host) ? host : "") {
+            case .success(let address): addresses.append(address)
+            case .failure(let failure): return .failure(failure)
             }
-            completion(ticket, .success(addresses))
         }
-    }
-
-    /// Stops taking work; lookups already running finish on their own.
-    func shutdown() {
-        queue.cancelAllOperations()
+        return .success(addresses.joined(separator: ","))
     }
 
     /// One `hostaddr` entry for `host`: empty for a socket directory (no lookup), the host itself if numeric,
@@ -71,15 +51,22 @@ final class HostResolver: Sendable {
         return .success(String(cString: buffer))
     }
 
-    /// Which hosts of `dsn` need a lookup before libpq may connect: `nil` when none do (numeric hosts, socket
-    /// directories, or a DSN that sets `hostaddr` itself).
+    /// Which hosts of `dsn` need a lookup before libpq may connect, from the keywords libpq will really use
+    /// (the DSN's, then `PGHOST`/`PGHOSTADDR`): `nil` when none do (numeric hosts, socket directories, or a
+    /// `hostaddr` set already).
     static func hostsNeedingLookup(dsn: String) -> [String]? {
-        guard let values = DSNParser.values(of: dsn) else { return nil }
+        hostsNeedingLookup(values: DSNParser.effectiveValues(of: dsn))
+    }
+
+    static func hostsNeedingLookup(values: [String: String]) -> [String]? {
         if let hostaddr = values["hostaddr"], !hostaddr.isEmpty { return nil }
         guard let host = values["host"], !host.isEmpty else { return nil }
         let hosts = host.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-        let needsLookup = hosts.contains { !$0.isEmpty && !$0.hasPrefix("/") && !$0.hasPrefix("@") && !isNumeric($0) }
-        return needsLookup ? hosts : nil
+        return hosts.contains(where: needsLookup) ? hosts : nil
+    }
+
+    private static func needsLookup(_ host: String) -> Bool {
+        !host.isEmpty && !host.hasPrefix("/") && !host.hasPrefix("@") && !isNumeric(host)
     }
 
     private static func numericOrEmpty(_ host: String) -> String {

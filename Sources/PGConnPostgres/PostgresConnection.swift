@@ -7,27 +7,7 @@ import PGConnCore
 /// The only owner of a `PGconn *`: nothing else sees the pointer. Every call returns at once; the caller
 /// waits for the socket (epoll) between calls. Not thread-safe: the monitor's I/O thread is its only user,
 /// which is why it is neither `Sendable` nor locked. ``close()`` must be called before the last reference goes.
-final class PostgresConnection {
-    /// What `PQconnectPoll` asks for next.
-    enum PollStatus: Equatable {
-        case wantRead
-        case wantWrite
-        case ready
-        case failed(Failure)
-    }
-
-    /// The interesting parts of one `PGresult`, copied out so the result can be freed at once.
-    struct QueryResult {
-        var succeeded: Bool
-        /// FATAL or PANIC: the server ends the session after this error.
-        var isFatal: Bool
-        var sqlstate: String?
-        var message: String
-        /// The first column of the first row, if the result has one.
-        var firstValue: String?
-        var secondValue: String?
-    }
-
+final class PostgresConnection: DatabaseConnection {
     private var handle: OpaquePointer?
     /// The last notice or asynchronous error the server sent. A terminated backend's FATAL 57P01 arrives this
     /// way while the session is idle, and an immediate shutdown's as a notice: it names the reason the socket
@@ -78,7 +58,7 @@ final class PostgresConnection {
     }
 
     /// Advances the connect; call when the socket is ready for what the last status asked.
-    func poll() -> PollStatus {
+    func poll() -> ConnectPollStatus {
         guard let handle else { return .failed(Failure(reason: .other, message: "connection closed")) }
         switch PQconnectPoll(handle) {
         case PGRES_POLLING_READING: return .wantRead
@@ -95,9 +75,11 @@ final class PostgresConnection {
     }
 
     /// Sends a simple-protocol query (several statements allowed). False when the connection is broken.
-    func sendQuery(_ sql: String) -> Bool {
-        guard let handle else { return false }
-        return PQsendQuery(handle, sql) == 1
+    /// Single-row mode lets the caller count rows and bytes as they arrive instead of after libpq buffered them all.
+    func sendQuery(_ sql: String, singleRow: Bool) -> Bool {
+        guard let handle, PQsendQuery(handle, sql) == 1 else { return false }
+        if singleRow { _ = PQsetSingleRowMode(handle) }
+        return true
     }
 
     /// Sends what libpq has buffered: `true` when all is sent, `false` when the socket must become writable first.
@@ -129,32 +111,51 @@ final class PostgresConnection {
         return PQisBusy(handle) == 1
     }
 
-    /// The next finished result, or `nil` when the query is complete. Only call when `isBusy` is false.
-    func nextResult() -> QueryResult? {
+    /// The next finished result and the size of its values, or `nil` when the query is complete. Only call
+    /// when `isBusy` is false. A COPY or any other status a probe cannot produce comes back as `.unexpected`:
+    /// libpq would return it again and again, so the caller must stop reading and discard the connection.
+    func nextResult() -> (result: QueryResultSummary, bytes: Int)? {
         guard let handle, let result = PQgetResult(handle) else { return nil }
         defer { PQclear(result) }
-        let status = PQresultStatus(result)
-        let succeeded = status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK || status == PGRES_EMPTY_QUERY
-        var first: String?
-        var second: String?
-        if status == PGRES_TUPLES_OK && PQntuples(result) > 0 {
+        let pgStatus = PQresultStatus(result)
+        let status: QueryResultSummary.Status =
+            switch pgStatus {
+            case PGRES_TUPLES_OK, PGRES_SINGLE_TUPLE: .tuples
+            case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY: .command
+            case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE: .error
+            default: .unexpected(String(cString: PQresStatus(pgStatus)))
+            }
+        var summary = QueryResultSummary(status: status)
+        var bytes = 0
+        if status == .tuples {
+            let rows = PQntuples(result)
             let columns = PQnfields(result)
-            if columns > 0 && PQgetisnull(result, 0, 0) == 0 { first = String(cString: PQgetvalue(result, 0, 0)) }
-            if columns > 1 && PQgetisnull(result, 0, 1) == 0 { second = String(cString: PQgetvalue(result, 0, 1)) }
+            for row in 0..<rows {
+                for column in 0..<columns { bytes += Int(PQgetlength(result, row, column)) }
+            }
+            if rows > 0 {
+                if columns > 0 && PQgetisnull(result, 0, 0) == 0 {
+                    summary.firstValue = String(cString: PQgetvalue(result, 0, 0))
+                }
+                if columns > 1 && PQgetisnull(result, 0, 1) == 0 {
+                    summary.secondValue = String(cString: PQgetvalue(result, 0, 1))
+                }
+            }
         }
-        var sqlstate: String?
-        var message = ""
-        var isFatal = false
-        if !succeeded {
+        if status == .error {
             let severity = PQresultErrorField(result, PGCONN_DIAG_SEVERITY_NONLOCALIZED).map { String(cString: $0) }
-            isFatal = severity == "FATAL" || severity == "PANIC"
-            sqlstate = PQresultErrorField(result, PGCONN_DIAG_SQLSTATE).map { String(cString: $0) }
+            summary.isFatal = severity == "FATAL" || severity == "PANIC"
+            summary.sqlstate = PQresultErrorField(result, PGCONN_DIAG_SQLSTATE).map { String(cString: $0) }
             let primary = PQresultErrorField(result, PGCONN_DIAG_MESSAGE_PRIMARY).map { String(cString: $0) }
-            message = primary ?? String(cString: PQresultErrorMessage(result))
+            summary.message = primary ?? String(cString: PQresultErrorMessage(result))
         }
-        return QueryResult(
-            succeeded: succeeded, isFatal: isFatal, sqlstate: sqlstate, message: message, firstValue: first,
-            secondValue: second)
+        return (summary, bytes)
+    }
+
+    /// The cancel key of the running query, for ``QueryCanceller/cancel()`` on a worker thread.
+    func makeCanceller() -> (any QueryCanceller)? {
+        guard let handle, let cancel = PQgetCancel(handle) else { return nil }
+        return PostgresCanceller(cancel)
     }
 
     /// Whether the session sits inside a transaction (or an aborted one) after a query.
@@ -201,6 +202,25 @@ final class PostgresConnection {
         lastNotice = (sqlstate, message)
     }
 
+}
+
+/// A `PGcancel`: the server's address and the backend's cancel key, copied out of the connection.
+///
+/// `@unchecked Sendable`: made on the I/O thread, then used and freed by exactly one worker; `PQcancel` is
+/// documented as safe to call from any thread, and the `PGcancel` is independent of the connection (which
+/// may be closed meanwhile).
+final class PostgresCanceller: QueryCanceller, @unchecked Sendable {
+    private let cancelHandle: OpaquePointer
+
+    init(_ cancelHandle: OpaquePointer) { self.cancelHandle = cancelHandle }
+
+    deinit { PQfreeCancel(cancelHandle) }
+
+    func cancel() -> String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard PQcancel(cancelHandle, &buffer, Int32(buffer.count)) == 0 else { return nil }
+        return String(cString: buffer).trimmingWhitespace()
+    }
 }
 
 /// Facts about the linked libpq.

@@ -2,7 +2,13 @@ import PGConnCore
 
 /// Which timer of which target a heap entry belongs to.
 struct TimerTag: Sendable {
-    enum Kind: Sendable { case session, login }
+    enum Kind: Sendable {
+        case session
+        case login
+        /// While backing off after a credential failure: time to look whether the password file changed.
+        case credentials
+    }
+
     var id: Int
     var kind: Kind
 }
@@ -10,15 +16,30 @@ struct TimerTag: Sendable {
 enum QueryKind {
     case facts
     case probe
+    case rollback
 }
 
-enum ConnectionRole {
+enum ConnectionRole: Hashable {
     case session
     case login
 }
 
 /// One connection of a target (its session, or its current login check) and what it is doing.
+///
+/// A connect goes through `waitingTurn` (``ConnectAdmission``), `readingPassword` and `resolving` (both on
+/// worker threads), `connecting` (libpq's `PQconnectPoll`), then `established`. Closing returns it to `idle`
+/// from any stage.
 final class ConnectionSlot {
+    enum Stage: Equatable {
+        case idle
+        case waitingTurn
+        case readingPassword(ticket: UInt64)
+        /// Waiting for the target's lookup (``TargetRuntime/lookup``).
+        case resolving
+        case connecting
+        case established
+    }
+
     /// Where the slot stands with ``ConnectAdmission``.
     enum Admission {
         case none
@@ -27,18 +48,27 @@ final class ConnectionSlot {
     }
 
     let role: ConnectionRole
+    var stage = Stage.idle
     var admission = Admission.none
-    var connection: PostgresConnection?
+    var connection: (any DatabaseConnection)?
     /// The socket registered with epoll, -1 when none.
     var socket: Int32 = -1
-    var connecting = false
-    /// The host-name lookup this slot waits for, if any.
-    var ticket: UInt64?
-    /// The query in flight on a session, and the results received so far.
+    /// The password read for the connect in progress; dropped once libpq has it.
+    var password: String?
+    /// The query in flight on a session, and its reply so far (bounded by ``SessionReply/limits``).
     var query: QueryKind?
-    var results: [PostgresConnection.QueryResult] = []
+    var results: [QueryResultSummary] = []
+    var resultBytes = 0
 
     init(role: ConnectionRole) { self.role = role }
+}
+
+/// The host-name lookup of one target: at most one at a time, shared by its session and login check.
+struct TargetLookup {
+    /// The lookup submitted and not yet answered (it may be stuck in a silent resolver).
+    var inFlight: UInt64?
+    /// The slots waiting for its answer.
+    var waiters: Set<ConnectionRole> = []
 }
 
 /// One target's machines and connections; touched only on the monitor's I/O thread.
@@ -46,21 +76,35 @@ final class TargetRuntime {
     /// Stable for the target's life; not its position in the config.
     let id: Int
     let config: TargetConfig
-    /// The DSN's host names to resolve before each connect, `nil` when libpq can connect without a lookup.
+    /// What the DSN and libpq's environment set (host, hostaddr, options, gssencmode, ...).
+    let dsnValues: [String: String]
+    /// The hosts to resolve before each connect, `nil` when libpq can connect without a lookup.
     let hostsNeedingLookup: [String]?
     var session: SessionStateMachine
     var login: LoginCheckStateMachine
     let sessionSlot = ConnectionSlot(role: .session)
     let loginSlot = ConnectionSlot(role: .login)
+    var lookup = TargetLookup()
     var scheduledSession: MonotonicInstant?
     var scheduledLogin: MonotonicInstant?
+    var scheduledCredentialCheck: MonotonicInstant?
+    /// Whether sessions send `statement_timeout`/`lock_timeout` as startup options; false once the server (a
+    /// pooler) refused them.
+    var sendsServerTimeouts = true
+    /// A cancel request of this target's is being sent: at most one at a time.
+    var cancelInFlight = false
+    /// The password the session last connected with (hashed, in-process only), to notice a changed file.
+    var sessionPasswordHash: Int?
     /// Whether this target has counted toward readiness.
     var reported = false
+    /// The failure being logged as ongoing, to log a repeated identical failure once (``FailureLogState``).
+    var failureLog = FailureLogState()
 
     init(id: Int, config: TargetConfig, seed: UInt64) {
         self.id = id
         self.config = config
-        self.hostsNeedingLookup = HostResolver.hostsNeedingLookup(dsn: config.dsn)
+        self.dsnValues = DSNParser.effectiveValues(of: config.dsn)
+        self.hostsNeedingLookup = HostResolver.hostsNeedingLookup(values: dsnValues)
         self.session = SessionStateMachine(config: config, seed: seed)
         self.login = LoginCheckStateMachine(
             interval: config.loginInterval, timeout: config.connectTimeout, seed: ~seed)

@@ -82,7 +82,11 @@ struct PGConnExporter: ParsableCommand {
         }
         let router = ExporterRouter(
             telemetryPath: telemetryPath,
-            renderMetrics: { metrics.render(wallClock: Date().timeIntervalSince1970, process: ProcessStats.readCurrent()) },
+            renderMetrics: {
+                metrics.render(
+                    wallClock: Date().timeIntervalSince1970, process: ProcessStats.readCurrent(),
+                    loopOverdue: monitor.overdue)
+            },
             isReady: { monitor.isReady },
             landingTargets: {
                 metrics.snapshot().map { series in

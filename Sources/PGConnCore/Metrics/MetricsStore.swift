@@ -38,6 +38,7 @@ public final class MetricsStore: Sendable {
         var loopLag = Histogram(bounds: Histogram.loopLagBounds)
         var connectsInProgress = 0
         var connectsWaiting = 0
+        var lookupsPending = 0
     }
 
     private let state = Mutex(State())
@@ -88,6 +89,11 @@ public final class MetricsStore: Sendable {
         }
     }
 
+    /// Host-name lookups submitted to the resolver threads and not answered yet (at most one per target).
+    public func recordLookupsPending(_ count: Int) {
+        state.withLock { $0.exporter.lookupsPending = count }
+    }
+
     public func recordReload(successful: Bool, wallClock: Double) {
         state.withLock { state in
             state.exporter.reloadSuccessful = successful
@@ -100,14 +106,15 @@ public final class MetricsStore: Sendable {
         state.withLock { state in state.order.compactMap { state.targets[$0] } }
     }
 
-    /// Renders every metric in the text format. `process` is read by the caller (from /proc) at scrape time.
-    public func render(wallClock: Double, process: ProcessStats?) -> [UInt8] {
+    /// Renders every metric in the text format. `process` is read by the caller (from /proc) at scrape time, and
+    /// so is `loopOverdue` (``Monitor``'s `overdue`), which must be fresh to show a stall while it lasts.
+    public func render(wallClock: Double, process: ProcessStats?, loopOverdue: Duration = .zero) -> [UInt8] {
         let (targets, exporter) = state.withLock { state in
             (state.order.compactMap { state.targets[$0] }, state.exporter)
         }
         var out = ExpositionWriter(reservingCapacity: 2048 + targets.count * 12 * 1024)
         Self.renderTargets(targets, wallClock: wallClock, into: &out)
-        Self.renderExporter(buildInfo: buildInfo, exporter, into: &out)
+        Self.renderExporter(buildInfo: buildInfo, exporter, loopOverdue: loopOverdue, into: &out)
         if let process { Self.renderProcess(process, into: &out) }
         return out.bytes
     }
@@ -210,7 +217,9 @@ public final class MetricsStore: Sendable {
         }
     }
 
-    private static func renderExporter(buildInfo: BuildInfo, _ exporter: ExporterSeries, into out: inout ExpositionWriter) {
+    private static func renderExporter(
+        buildInfo: BuildInfo, _ exporter: ExporterSeries, loopOverdue: Duration, into out: inout ExpositionWriter
+    ) {
         out.family("pgconn_exporter_build_info", .gauge, help: "1, with the exporter's and its libraries' versions.")
         out.sample(
             "pgconn_exporter_build_info",
@@ -231,6 +240,10 @@ public final class MetricsStore: Sendable {
             help: "How late the I/O loop's timers fire: saturation of the probe thread.")
         out.histogram("pgconn_exporter_loop_lag_seconds", [], exporter.loopLag)
         out.family(
+            "pgconn_exporter_loop_overdue_seconds", .gauge,
+            help: "How overdue the I/O loop's earliest timer is at scrape time; grows while the loop is stalled.")
+        out.sample("pgconn_exporter_loop_overdue_seconds", [], loopOverdue.seconds)
+        out.family(
             "pgconn_exporter_connects_in_progress", .gauge,
             help: "Connections (sessions and login checks) being established now; at most the connect limit.")
         out.sample("pgconn_exporter_connects_in_progress", [], Double(exporter.connectsInProgress))
@@ -238,6 +251,10 @@ public final class MetricsStore: Sendable {
             "pgconn_exporter_connects_waiting", .gauge,
             help: "Connects waiting for their turn under the connect limit (their timeout has not started).")
         out.sample("pgconn_exporter_connects_waiting", [], Double(exporter.connectsWaiting))
+        out.family(
+            "pgconn_exporter_dns_lookups_pending", .gauge,
+            help: "Host-name lookups submitted and not answered yet (at most one per target).")
+        out.sample("pgconn_exporter_dns_lookups_pending", [], Double(exporter.lookupsPending))
     }
 
     private static func renderProcess(_ process: ProcessStats, into out: inout ExpositionWriter) {

@@ -1,0 +1,90 @@
+import Glibc
+import Logging
+import PGConnCore
+
+/// What the machines observed, written to the metrics store and the log.
+///
+/// The log gets one line per state change and per health flip, but a target failing the same way again and
+/// again (``FailureLogState``) logs the first failure, a summary every five minutes, and its recovery, so a
+/// fleet of broken targets cannot flood stderr.
+extension MonitorLoop {
+    func observe(_ target: TargetRuntime, _ observations: [SessionStateMachine.Observation], now: MonotonicInstant) {
+        let wallClock = Self.wallClockNow()
+        metrics.update(target.config.name) { series in
+            for observation in observations { series.apply(observation, wallClock: wallClock) }
+            series.sync(with: target.session)
+        }
+        let name = "\(target.config.name)"
+        for observation in observations {
+            switch observation {
+            case .stateChanged(let from, let to, let failure):
+                logStateChange(target, from: from, to: to, failure: failure, now: now)
+            case .healthChanged(let up, let failure):
+                var metadata: Logger.Metadata = ["target": "\(name)", "up": "\(up ? 1 : 0)"]
+                Self.describe(failure, into: &metadata)
+                logger.log(level: up ? .info : .warning, up ? "probe succeeding" : "probe failing", metadata: metadata)
+            case .serverRestarted:
+                logger.warning("server restarted", metadata: ["target": "\(name)"])
+            case .probeSucceeded, .probeFailed, .connectionFailed:
+                if !target.reported {
+                    target.reported = true
+                    published.targetReported()
+                }
+            default:
+                break
+            }
+        }
+    }
+
+    private func logStateChange(
+        _ target: TargetRuntime, from: SessionStateMachine.StateName?, to: SessionStateMachine.StateName,
+        failure: Failure?, now: MonotonicInstant
+    ) {
+        var metadata: Logger.Metadata = [
+            "target": "\(target.config.name)", "from": "\(from?.rawValue ?? "start")", "to": "\(to.rawValue)",
+        ]
+        Self.describe(failure, into: &metadata)
+        if let failure, to == .backoff {
+            switch target.failureLog.failed(failure, now: now) {
+            case .log:
+                break
+            case .suppress:
+                return
+            case .summary(let repeats):
+                metadata["repeated"] = "\(repeats)"
+                logger.warning("session still failing", metadata: metadata)
+                return
+            }
+        } else if to == .connecting && from == .backoff && target.failureLog.isFailing {
+            return  // each retry of a failure already logged
+        } else if to == .up {
+            let repeats = target.failureLog.succeeded()
+            if repeats > 0 { metadata["repeated"] = "\(repeats)" }
+        }
+        logger.log(level: to == .backoff ? .warning : .info, "session state changed", metadata: metadata)
+    }
+
+    func observeLogin(_ target: TargetRuntime, _ observations: [LoginCheckStateMachine.Observation]) {
+        metrics.update(target.config.name) { series in
+            for observation in observations { series.apply(observation) }
+        }
+        for case .healthChanged(let up, let failure) in observations {
+            var metadata: Logger.Metadata = ["target": "\(target.config.name)", "login_up": "\(up ? 1 : 0)"]
+            Self.describe(failure, into: &metadata)
+            logger.log(level: up ? .info : .warning, up ? "login check succeeding" : "login check failing", metadata: metadata)
+        }
+    }
+
+    private static func describe(_ failure: Failure?, into metadata: inout Logger.Metadata) {
+        guard let failure else { return }
+        metadata["reason"] = "\(failure.reason.rawValue)"
+        if let sqlstate = failure.sqlstate { metadata["sqlstate"] = "\(sqlstate)" }
+        metadata["message"] = "\(failure.message)"
+    }
+
+    static func wallClockNow() -> Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+    }
+}

@@ -1,0 +1,157 @@
+import PGConnCore
+
+/// The session driver: carries out the session machine's actions and turns socket readiness into its events.
+extension MonitorLoop {
+    /// Applies a session output: metrics and logs first, then the actions, which may feed more events.
+    func drive(_ target: TargetRuntime, _ output: SessionStateMachine.Output, now: MonotonicInstant) {
+        if !output.observations.isEmpty { observe(target, output.observations, now: now) }
+        for action in output.actions {
+            switch action {
+            case .openConnection:
+                open(target.sessionSlot, of: target, now: now)
+            case .sendFactsQuery:
+                send(target, .facts, SessionQueries.facts, now: now)
+            case .sendProbe:
+                send(target, .probe, SessionQueries.probe(for: target.config), now: now)
+            case .sendRollback:
+                send(target, .rollback, SessionQueries.rollback, now: now)
+            case .closeConnection:
+                close(target.sessionSlot, of: target)
+            }
+        }
+        reschedule(target)
+        scheduleCredentialCheck(target, now: now)
+    }
+
+    private func send(_ target: TargetRuntime, _ kind: QueryKind, _ sql: String, now: MonotonicInstant) {
+        let slot = target.sessionSlot
+        guard let connection = slot.connection else { return }
+        // Probes run in single-row mode so their size is counted as rows arrive (``SessionReply/limits``).
+        guard connection.sendQuery(sql, singleRow: kind == .probe) else {
+            let failure = FailureClassifier.classify(sqlstate: nil, message: connection.errorMessage)
+            drive(target, target.session.connectionLost(failure, now: now), now: now)
+            return
+        }
+        slot.query = kind
+        slot.results = []
+        slot.resultBytes = 0
+        flushSession(target, now: now)
+    }
+
+    private func flushSession(_ target: TargetRuntime, now: MonotonicInstant) {
+        let slot = target.sessionSlot
+        guard let connection = slot.connection else { return }
+        switch connection.flush() {
+        case .success(let done):
+            epoll.watch(slot.socket, done ? .read : [.read, .write], token: target.token(.session))
+        case .failure(let failure):
+            drive(target, target.session.connectionLost(failure, now: now), now: now)
+        }
+    }
+
+    func sessionSocketReady(_ target: TargetRuntime, _ event: Epoll.Event, now: MonotonicInstant) {
+        let slot = target.sessionSlot
+        guard let connection = slot.connection else { return }
+        if slot.stage == .connecting {
+            if advanceConnect(slot, of: target, now: now) {
+                epoll.watch(slot.socket, .read, token: target.token(.session))
+                drive(target, target.session.connected(now: now), now: now)
+            }
+            return
+        }
+        if event.writable && slot.query != nil {
+            flushSession(target, now: now)
+            guard slot.connection === connection else { return }
+        }
+        guard event.readable || event.hangup else { return }
+        if let failure = connection.consumeInput() {
+            drive(target, target.session.connectionLost(failure, now: now), now: now)
+            return
+        }
+        guard let kind = slot.query else { return }  // idle: a notice or parameter status, nothing to do
+        while !connection.isBusy {
+            guard let (result, bytes) = connection.nextResult() else {
+                finishQuery(target, kind, reply(slot, connection, overLimit: nil), now: now)
+                return
+            }
+            slot.results.append(result)
+            slot.resultBytes += bytes
+            // libpq returns a COPY status again and again, and the rest of a huge reply is still on the wire:
+            // stop reading at once and let the reply discard the connection.
+            let overLimit = SessionReply.limits.exceeded(results: slot.results.count, bytes: slot.resultBytes)
+            if overLimit != nil || result.status.isUnexpected {
+                finishQuery(target, kind, reply(slot, connection, overLimit: overLimit), now: now)
+                return
+            }
+        }
+    }
+
+    /// The reply gathered so far, as the plain value ``SessionReply`` interprets.
+    private func reply(_ slot: ConnectionSlot, _ connection: any DatabaseConnection, overLimit: String?) -> QueryReply {
+        QueryReply(
+            results: slot.results, connectionBad: connection.isBad, errorMessage: connection.errorMessage,
+            transactionOpen: connection.isInTransaction, serverVersion: connection.parameterStatus("server_version"),
+            overLimit: overLimit)
+    }
+
+    /// Hands the finished reply to the machine. The slot keeps `query` set for a reply that discards the
+    /// connection, so closing it cancels what may still run on the server.
+    private func finishQuery(_ target: TargetRuntime, _ kind: QueryKind, _ reply: QueryReply, now: MonotonicInstant) {
+        let slot = target.sessionSlot
+        let event: SessionReply.Event =
+            switch kind {
+            case .facts: SessionReply.facts(reply)
+            case .probe: SessionReply.probe(reply, roleChecked: target.config.expect != .any)
+            case .rollback: SessionReply.rollback(reply)
+            }
+        if case .lost = event {} else {
+            slot.query = nil
+            slot.results = []
+            slot.resultBytes = 0
+        }
+        switch event {
+        case .lost(let failure):
+            drive(target, target.session.connectionLost(failure, now: now), now: now)
+        case .facts(let facts):
+            drive(target, target.session.factsRead(facts, now: now), now: now)
+        case .probeSucceeded(let inRecovery, let open):
+            drive(target, target.session.probeSucceeded(inRecovery: inRecovery, leftTransactionOpen: open, now: now), now: now)
+        case .probeFailed(let failure, let open):
+            drive(target, target.session.probeFailed(failure, leftTransactionOpen: open, now: now), now: now)
+        case .rolledBack:
+            drive(target, target.session.rolledBack(now: now), now: now)
+        }
+    }
+
+    // MARK: - A changed password during a credential backoff
+
+    /// While the session backs off after a credential failure with a password file, the file is read every
+    /// ``credentialCheckInterval`` (on a worker); a different password ends the wait (``credentialsRead``).
+    private func scheduleCredentialCheck(_ target: TargetRuntime, now: MonotonicInstant) {
+        guard target.scheduledCredentialCheck == nil, case .file = target.config.password,
+            target.session.stateName == .backoff, let reason = target.session.backoffReason,
+            SessionStateMachine.isCredentialFailure(reason)
+        else { return }
+        let at = now + Self.credentialCheckInterval
+        target.scheduledCredentialCheck = at
+        timers.push(at, TimerTag(id: target.id, kind: .credentials))
+    }
+
+    static let credentialCheckInterval: Duration = .seconds(2)
+
+    func checkCredentials(_ target: TargetRuntime) {
+        let id = target.id
+        let source = target.config.password
+        let read = environment.readPassword
+        files.submit(ticket: newTicket()) { [weak self] in self?.send(.credentialsRead(id: id, read(source))) }
+    }
+
+    func credentialsRead(_ target: TargetRuntime, _ result: Result<String?, Failure>, now: MonotonicInstant) {
+        if case .success(let password) = result, password?.hashValue != target.sessionPasswordHash {
+            logger.info("password file changed: reconnecting now", metadata: ["target": "\(target.config.name)"])
+            drive(target, target.session.credentialsChanged(now: now), now: now)
+        }
+        target.scheduledCredentialCheck = nil
+        scheduleCredentialCheck(target, now: now)
+    }
+}

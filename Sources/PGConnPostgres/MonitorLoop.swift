@@ -1,0 +1,233 @@
+import Glibc
+import Logging
+import PGConnCore
+import Synchronization
+
+/// The I/O thread: epoll for sockets, a deadline heap for timers, and the per-target drivers.
+///
+/// Each target has a ``SessionStateMachine`` and a ``LoginCheckStateMachine``; the loop only carries out their
+/// actions and feeds them events (the drivers, in the `MonitorLoop+*.swift` files: connections, session,
+/// login checks, observations). Nothing here blocks: host names, password files and cancel requests go to
+/// ``WorkerPool``s, whose answers come back as ``Command``s through one wake-up.
+///
+/// `@unchecked Sendable`: every mutable property is touched only on the I/O thread, except `commands`
+/// (a mutex) and `published` (atomics), the only ways in from other threads.
+final class MonitorLoop: @unchecked Sendable {
+    enum Command {
+        case stop
+        case passwordRead(ticket: UInt64, Result<String?, Failure>)
+        case lookupFinished(ticket: UInt64, Result<String, Failure>)
+        case cancelSent(id: Int)
+        case credentialsRead(id: Int, Result<String?, Failure>)
+    }
+
+    /// Targets in config order, and by their stable id (the id is in every epoll token, timer and lookup, so
+    /// targets can come and go, as a reload will need, without renumbering the others).
+    let targets: [TargetRuntime]
+    let targetsByID: [Int: TargetRuntime]
+    let metrics: MetricsStore
+    let logger: Logger
+    let environment: MonitorEnvironment
+    let epoll: Epoll
+    let published: LoopPublication
+    var timers = DeadlineHeap<TimerTag>()
+    private let commands = Mutex<[Command]>([])
+    var running = true
+
+    /// One pool per kind of blocking work, so one kind stuck (a silent DNS server) never delays another.
+    let lookups = WorkerPool(name: "pgconn-dns", width: 4)
+    let files = WorkerPool(name: "pgconn-files", width: 1)
+    let cancels = WorkerPool(name: "pgconn-cancel", width: 2)
+    var nextTicket: UInt64 = 0
+    /// Lookups submitted and not answered, by ticket: which target asked.
+    var pendingLookups: [UInt64: Int] = [:]
+    /// Password reads submitted and not answered, by ticket.
+    var pendingPasswords: [UInt64: (id: Int, role: ConnectionRole)] = [:]
+
+    /// Connects in progress are bounded; keys are the slots' epoll tokens.
+    var admission: ConnectAdmission<UInt64>
+    /// Slots admitted while handling an event; started by the loop afterwards, so a chain of connects that
+    /// fail at once (a missing password file on every target) is a loop, not a recursion.
+    var pendingAdmissions: [UInt64] = []
+    private var publishedGauges = LoopGauges()
+
+    init(
+        config: ValidatedConfig, metrics: MetricsStore, logger: Logger, environment: MonitorEnvironment, seed: UInt64,
+        maxConcurrentConnects: Int
+    ) throws(SystemError) {
+        self.admission = ConnectAdmission(limit: maxConcurrentConnects)
+        self.metrics = metrics
+        self.logger = logger
+        self.environment = environment
+        self.epoll = try Epoll()
+        self.targets = config.targets.enumerated().map { index, target in
+            TargetRuntime(id: index, config: target, seed: seed &+ UInt64(index))
+        }
+        self.targetsByID = Dictionary(uniqueKeysWithValues: targets.map { ($0.id, $0) })
+        self.published = LoopPublication(targetCount: targets.count)
+        metrics.setTargets(config.targets)
+    }
+
+    /// Queues a command for the loop and wakes it. Safe from any thread.
+    func send(_ command: Command) {
+        commands.withLock { $0.append(command) }
+        epoll.wake()
+    }
+
+    // MARK: - The loop
+
+    func run() {
+        let now = MonotonicInstant.now()
+        for target in targets {
+            drive(target, target.session.start(now: now), now: now)
+            driveLogin(target, target.login.start(now: now), now: now)
+        }
+        while running {
+            fireTimers(now: MonotonicInstant.now())
+            startAdmitted()
+            publishGauges()
+            let beforeWait = MonotonicInstant.now()
+            published.setEarliestDeadline(pendingAdmissions.isEmpty ? timers.earliest : beforeWait)
+            let events = epoll.wait(timeoutMilliseconds: waitTimeout(now: beforeWait))
+            let afterWait = MonotonicInstant.now()
+            for event in events {
+                if event.token == Epoll.wakeToken {
+                    runCommands(now: afterWait)
+                } else {
+                    dispatch(event, now: afterWait)
+                }
+                if !running { break }
+            }
+        }
+        published.setEarliestDeadline(nil)
+    }
+
+    /// Writes the queue gauges to the store when they changed (once per loop turn at most).
+    private func publishGauges() {
+        let current = LoopGauges(
+            connectsInProgress: admission.inFlight.count, connectsWaiting: admission.waitingCount,
+            lookupsPending: pendingLookups.count)
+        guard current != publishedGauges else { return }
+        publishedGauges = current
+        metrics.recordConnects(inProgress: current.connectsInProgress, waiting: current.connectsWaiting)
+        metrics.recordLookupsPending(current.lookupsPending)
+    }
+
+    private func waitTimeout(now: MonotonicInstant) -> Int32 {
+        if !pendingAdmissions.isEmpty { return 0 }
+        guard let earliest = timers.earliest else { return -1 }
+        if earliest <= now { return 0 }
+        // Round up: waking a millisecond late is fine, waking early just spins once more.
+        let milliseconds = ((earliest - now).nanoseconds + 999_999) / 1_000_000
+        return Int32(min(milliseconds, 60_000))
+    }
+
+    private func runCommands(now: MonotonicInstant) {
+        let pending = commands.withLock { commands in
+            defer { commands.removeAll() }
+            return commands
+        }
+        for command in pending {
+            switch command {
+            case .stop:
+                for target in targets {
+                    drive(target, target.session.stop(), now: now)
+                    driveLogin(target, target.login.stop(), now: now)
+                }
+                lookups.shutdown()
+                files.shutdown()
+                cancels.shutdown(dropQueued: false)  // the cancels of queries the stop left running
+                running = false
+            case .passwordRead(let ticket, let result):
+                passwordRead(ticket: ticket, result, now: now)
+            case .lookupFinished(let ticket, let result):
+                lookupFinished(ticket: ticket, result, now: now)
+            case .cancelSent(let id):
+                targetsByID[id]?.cancelInFlight = false
+            case .credentialsRead(let id, let result):
+                guard let target = targetsByID[id] else { continue }
+                credentialsRead(target, result, now: now)
+            }
+        }
+    }
+
+    private func fireTimers(now: MonotonicInstant) {
+        while let entry = timers.popDue(now: now) {
+            guard let target = targetsByID[entry.tag.id] else { continue }
+            switch entry.tag.kind {
+            case .session:
+                guard target.scheduledSession == entry.deadline else { continue }
+                target.scheduledSession = nil
+                metrics.recordLoopLag(seconds: (now - entry.deadline).seconds)
+                if target.sessionSlot.stage == .resolving {
+                    // The connect deadline passed while the name was still being looked up.
+                    drive(target, target.session.connectFailed(Self.lookupTimedOut(target), now: now), now: now)
+                } else {
+                    drive(target, target.session.timerFired(now: now), now: now)
+                }
+            case .login:
+                guard target.scheduledLogin == entry.deadline else { continue }
+                target.scheduledLogin = nil
+                if target.loginSlot.stage == .resolving {
+                    driveLogin(target, target.login.failed(Self.lookupTimedOut(target), now: now), now: now)
+                } else {
+                    driveLogin(target, target.login.timerFired(now: now), now: now)
+                }
+            case .credentials:
+                // Stays set until the read is answered, so only one check is in flight.
+                guard target.scheduledCredentialCheck == entry.deadline else { continue }
+                checkCredentials(target)
+            }
+        }
+    }
+
+    static func lookupTimedOut(_ target: TargetRuntime) -> Failure {
+        Failure(
+            reason: .dns,
+            message: "no answer from DNS within connect_timeout \(target.config.connectTimeout.prometheusString)")
+    }
+
+    /// Keeps the heap in step with the machines' deadlines; stale heap entries are skipped when they pop.
+    func reschedule(_ target: TargetRuntime) {
+        let session = target.session.deadline
+        if session != target.scheduledSession {
+            target.scheduledSession = session
+            if let session { timers.push(session, TimerTag(id: target.id, kind: .session)) }
+        }
+        let login = target.login.deadline
+        if login != target.scheduledLogin {
+            target.scheduledLogin = login
+            if let login { timers.push(login, TimerTag(id: target.id, kind: .login)) }
+        }
+    }
+
+    private func dispatch(_ event: Epoll.Event, now: MonotonicInstant) {
+        guard let target = targetsByID[Int(event.token >> 1)] else { return }
+        if event.token & 1 == 0 {
+            sessionSocketReady(target, event, now: now)
+        } else {
+            loginSocketReady(target, now: now)
+        }
+    }
+
+    func newTicket() -> UInt64 {
+        nextTicket += 1
+        return nextTicket
+    }
+}
+
+/// The loop's queue sizes, published when they change.
+struct LoopGauges: Equatable {
+    var connectsInProgress = 0
+    var connectsWaiting = 0
+    var lookupsPending = 0
+}
+
+extension MonotonicInstant {
+    /// `CLOCK_MONOTONIC` now.
+    static func now() -> MonotonicInstant {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return MonotonicInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
+    }
+}

@@ -1,0 +1,171 @@
+import Foundation
+import Logging
+import PGConnTestSupport
+import Synchronization
+import Testing
+
+@testable import PGConnCore
+@testable import PGConnPostgres
+
+/// The monitor's loop, timers and epoll registrations for real, the server scripted (``ScriptedServer``):
+/// admission, resets, result handling and lookups without PostgreSQL.
+@Suite(.serialized) struct MonitorSeamTests {
+    static let ok = QueryResultSummary(status: .tuples, firstValue: "1")
+
+    final class Harness: @unchecked Sendable {
+        // @unchecked: the fields are set once in init; Monitor, MetricsStore and ScriptedServer are thread-safe.
+        let metrics = MetricsStore(buildInfo: BuildInfo(version: "t", revision: "t", libpqVersion: "-", microhttpdVersion: "-"))
+        let server: ScriptedServer
+        let monitor: Monitor
+
+        init(
+            _ targets: [TargetConfig], server: ScriptedServer, maxConcurrentConnects: Int = 64,
+            lookUp: @escaping @Sendable (String) -> Result<String, Failure> = { _ in .success("192.0.2.1") },
+            readPassword: @escaping @Sendable (PasswordSource) -> Result<String?, Failure> = { _ in .success(nil) }
+        ) throws {
+            self.server = server
+            let environment = MonitorEnvironment(connections: server, lookUp: lookUp, readPassword: readPassword)
+            monitor = try Monitor(
+                config: ValidatedConfig(health: .all, targets: targets), metrics: metrics,
+                logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, environment: environment, seed: 7,
+                maxConcurrentConnects: maxConcurrentConnects)
+            monitor.start()
+        }
+
+        deinit { monitor.stop() }
+
+        func series(_ name: String) -> TargetSeries { metrics.snapshot().first { $0.name == name }! }
+
+        func await(_ what: String = "", timeout: Duration = .seconds(10), _ condition: () -> Bool) throws {
+            let deadline = ContinuousClock.now + timeout
+            while !condition() {
+                guard ContinuousClock.now < deadline else { throw AwaitTimeout(what: what) }
+                Thread.sleep(forTimeInterval: 0.005)
+            }
+        }
+
+        /// The value of an unlabelled gauge in the exposition.
+        func gauge(_ name: String) -> Double? {
+            exposition().split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
+        }
+
+        func exposition() -> String { String(decoding: metrics.render(wallClock: 0, process: nil), as: UTF8.self) }
+    }
+
+    struct AwaitTimeout: Error { var what: String }
+
+    static func target(
+        _ name: String, host: String = "192.0.2.1", query: String = "SELECT 1", interval: Duration = .milliseconds(50),
+        timeout: Duration = .milliseconds(40), connectTimeout: Duration = .milliseconds(200), password: PasswordSource = .none
+    ) -> TargetConfig {
+        TargetConfig(
+            name: name, dsn: "host=\(host) port=5432 user=u dbname=\(name)",
+            summary: DSNSummary(host: host, port: "5432", database: name, user: "u", sslmode: "prefer"),
+            password: password, query: query, probeInterval: interval, probeTimeout: timeout,
+            connectTimeout: connectTimeout, loginInterval: .zero,
+            backoff: BackoffConfig(initial: .milliseconds(20), max: .milliseconds(40), multiplier: 2, jitter: 0))
+    }
+
+    @Test func admissionBoundsConnectsInProgressAndLetsTheRestTakeTurns() throws {
+        let server = ScriptedServer(connect: { _ in .hang })
+        let harness = try Harness((0..<10).map { Self.target("t\($0)") }, server: server, maxConcurrentConnects: 3)
+        try harness.await("three connecting, seven waiting") {
+            harness.exposition().contains("pgconn_exporter_connects_in_progress 3\n")
+                && harness.exposition().contains("pgconn_exporter_connects_waiting 7\n")
+        }
+        // Connect timeouts free turns: every target gets to try, never more than three at once.
+        try harness.await("every target tried") { (0..<10).allSatisfy { harness.series("t\($0)").totalConnectionFailures >= 1 } }
+        #expect(server.snapshot.mostConnecting == 3)
+        #expect((0..<10).allSatisfy { harness.series("t\($0)").connectionFailures[.timeout] ?? 0 >= 1 })
+    }
+
+    @Test func aLostSessionIsResetOneConnectionAtATime() throws {
+        let server = ScriptedServer(query: { _, sql in
+            sql == SessionQueries.facts ? .reply([QueryResultSummary(status: .tuples)]) : .lose("server closed the connection")
+        })
+        let harness = try Harness([Self.target("db")], server: server)
+        try harness.await { harness.series("db").resets >= 5 }
+        let counts = server.snapshot
+        #expect(counts.mostOpen == 1, "never a second connection while one is held")
+        #expect(counts.open <= 1)
+        #expect(harness.series("db").disconnects[.connectionLost, default: 0] >= 5)
+    }
+
+    @Test func aTimedOutProbeIsCancelledAndItsConnectionClosed() throws {
+        let server = ScriptedServer(query: { _, sql in sql == SessionQueries.facts ? .reply([Self.ok]) : .hang })
+        let harness = try Harness([Self.target("db")], server: server)
+        try harness.await { harness.series("db").probeFailures[.timeout, default: 0] >= 3 }
+        try harness.await("a cancel per timeout") { server.snapshot.cancels >= 3 }
+        #expect(server.snapshot.mostOpen == 1)
+    }
+
+    @Test func copyFailsTheProbeAndDiscardsTheConnectionWithoutSpinning() throws {
+        let server = ScriptedServer(query: { dsn, sql in
+            sql == SessionQueries.facts || dsn.contains("healthy") ? .reply([Self.ok]) : .copy
+        })
+        let harness = try Harness([Self.target("copy"), Self.target("healthy")], server: server)
+        try harness.await { harness.series("copy").resets >= 3 }
+        let series = harness.series("copy")
+        #expect(series.probeFailures[.queryError, default: 0] >= 3)
+        let probes = harness.series("healthy").probes
+        try harness.await("the other target keeps probing") { harness.series("healthy").probes >= probes + 5 }
+    }
+
+    @Test func aProbeLeavingATransactionOpenIsRolledBack() throws {
+        let server = ScriptedServer(query: { _, sql in
+            sql == SessionQueries.rollback ? .reply([QueryResultSummary(status: .command)]) : .reply([Self.ok], transactionOpen: sql != SessionQueries.facts)
+        })
+        let harness = try Harness([Self.target("db", query: "BEGIN; SELECT 1")], server: server)
+        try harness.await { harness.series("db").probes >= 3 }
+        let queries = server.snapshot.queries
+        #expect(Array(queries.prefix(5)) == [SessionQueries.facts, "BEGIN; SELECT 1", "ROLLBACK", "BEGIN; SELECT 1", "ROLLBACK"])
+        #expect(server.snapshot.started == 1)
+    }
+
+    /// With a silent DNS server, 200 targets once queued 2,000 lookups in 30 s. One lookup per target at a time,
+    /// whatever the connect timeouts do, and the failure is `dns`, not `timeout`.
+    @Test func hungLookupsAreOnePerTargetAndFailAsDNS() throws {
+        let calls = Mutex(0)
+        let release = DispatchSemaphore(value: 0)
+        let server = ScriptedServer()
+        let names = (0..<8).map { "hung\($0)" }
+        let harness = try Harness(
+            names.map { Self.target($0, host: "\($0).example") } + [Self.target("numeric")], server: server,
+            lookUp: { _ in
+                calls.withLock { $0 += 1 }
+                release.wait()
+                return .success("192.0.2.9")
+            })
+        defer { for _ in 0..<64 { release.signal() } }
+        try harness.await("every hung target timed out twice") {
+            names.allSatisfy { harness.series($0).connectionFailures[.dns, default: 0] >= 2 }
+        }
+        #expect(names.allSatisfy { harness.series($0).connectionFailures[.timeout, default: 0] == 0 })
+        #expect(calls.withLock { $0 } <= 4, "four resolver threads, each stuck in its first lookup")
+        // The four stuck ones stay pending; the queued ones are withdrawn when their connect gives up, and
+        // submitted again on the next attempt: never more than one per target.
+        let pending = try #require(harness.gauge("pgconn_exporter_dns_lookups_pending"))
+        #expect(pending >= 4 && pending <= 8, "one per target at most, got \(pending)")
+        try harness.await("the numeric target does not wait for DNS") { harness.series("numeric").probes >= 3 }
+    }
+
+    @Test func aChangedPasswordEndsTheCredentialBackoff() throws {
+        let password = Mutex("wrong")
+        let harness = try Harness(
+            [Self.target("db", password: .file("/scripted"))],
+            server: ScriptedServer(connect: { _ in
+                password.withLock { $0 } == "right"
+                    ? .ready : .fail(Failure(reason: .auth, sqlstate: "28P01", message: "password authentication failed"))
+            }),
+            readPassword: { _ in .success(password.withLock { $0 }) })
+        try harness.await { harness.series("db").connectionFailures[.auth, default: 0] == 1 }
+        #expect(harness.series("db").backoff >= 48, "a credential failure waits at least a minute")
+        password.withLock { $0 = "right" }
+        try harness.await("up within a credential check") { harness.series("db").probes >= 1 }
+        #expect(harness.series("db").connectionFailures[.auth, default: 0] == 1, "no retry with the old password")
+    }
+}
+
+extension TargetSeries {
+    var totalConnectionFailures: UInt64 { connectionFailures.values.reduce(0, +) }
+}

@@ -41,6 +41,8 @@ public final class MetricsStore: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Outside `state`: log lines are dropped from any thread, perhaps one inside `update`, so no lock here.
+    private let logLinesDropped = Atomic<UInt64>(0)
     public let buildInfo: BuildInfo
 
     public init(buildInfo: BuildInfo) {
@@ -88,6 +90,11 @@ public final class MetricsStore: Sendable {
         }
     }
 
+    /// Log lines that were not written: the log queue was full (stderr slower than the logging) or the write failed.
+    public func recordLogLinesDropped(_ count: Int) {
+        logLinesDropped.add(UInt64(count), ordering: .relaxed)
+    }
+
     public func recordReload(successful: Bool, wallClock: Double) {
         state.withLock { state in
             state.exporter.reloadSuccessful = successful
@@ -107,7 +114,8 @@ public final class MetricsStore: Sendable {
         }
         var out = ExpositionWriter(reservingCapacity: 2048 + targets.count * 12 * 1024)
         Self.renderTargets(targets, wallClock: wallClock, into: &out)
-        Self.renderExporter(buildInfo: buildInfo, exporter, into: &out)
+        Self.renderExporter(
+            buildInfo: buildInfo, exporter, logLinesDropped: logLinesDropped.load(ordering: .relaxed), into: &out)
         if let process { Self.renderProcess(process, into: &out) }
         return out.bytes
     }
@@ -210,7 +218,9 @@ public final class MetricsStore: Sendable {
         }
     }
 
-    private static func renderExporter(buildInfo: BuildInfo, _ exporter: ExporterSeries, into out: inout ExpositionWriter) {
+    private static func renderExporter(
+        buildInfo: BuildInfo, _ exporter: ExporterSeries, logLinesDropped: UInt64, into out: inout ExpositionWriter
+    ) {
         out.family("pgconn_exporter_build_info", .gauge, help: "1, with the exporter's and its libraries' versions.")
         out.sample(
             "pgconn_exporter_build_info",
@@ -238,6 +248,10 @@ public final class MetricsStore: Sendable {
             "pgconn_exporter_connects_waiting", .gauge,
             help: "Connects waiting for their turn under the connect limit (their timeout has not started).")
         out.sample("pgconn_exporter_connects_waiting", [], Double(exporter.connectsWaiting))
+        out.family(
+            "pgconn_exporter_log_lines_dropped_total", .counter,
+            help: "Log lines not written to stderr: the log queue was full (stderr too slow) or the write failed.")
+        out.sample("pgconn_exporter_log_lines_dropped_total", [], logLinesDropped)
     }
 
     private static func renderProcess(_ process: ProcessStats, into out: inout ExpositionWriter) {

@@ -37,8 +37,9 @@ public final class LogWriter: Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
 
-    /// Starts the writer thread on `fileDescriptor` (2, stderr, by default; never closed). `onDrop` is called with the number of lines lost, from the thread that logged
-    /// (queue full) or from the writer thread (write failed); it must not log.
+    /// Starts the writer thread on `fileDescriptor` (2, stderr, by default; never closed). `onDrop` is called
+    /// with the number of lines lost, from the thread that logged (queue full) or from the writer thread (write
+    /// failed); it must not log.
     public init(
         fileDescriptor: Int32 = 2, capacity: Int = LogWriter.defaultCapacity,
         onDrop: @escaping @Sendable (Int) -> Void = { _ in }

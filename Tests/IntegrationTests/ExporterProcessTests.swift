@@ -231,7 +231,8 @@ import Testing
         var dropped = 0.0
         try eventually(timeout: .seconds(20)) {
             guard exporter.isRunning else { return true }
-            dropped = Self.value(try httpGet(port: port, path: "/metrics").body, "pgconn_exporter_log_lines_dropped_total") ?? 0
+            let page = try httpGet(port: port, path: "/metrics").body
+            dropped = Self.value(page, "pgconn_exporter_log_lines_dropped_total") ?? 0
             return dropped >= 20
         }
         let elapsed = clock.now - start
@@ -319,7 +320,7 @@ import Testing
         let stop = clock.now
         exporter.terminate()
         let status = try exporter.waitForExit(timeout: .seconds(5))
-        print("unread stderr: SIGTERM to exit \(Int((clock.now - stop).milliseconds)) ms (the log flush waits at most 1 s)")
+        print("unread stderr: SIGTERM to exit \(Int((clock.now - stop).milliseconds)) ms (the log flush waits ≤ 1 s)")
         #expect(exporter.termination == "exit 0", "\(exporter.termination)")
         #expect(status == 0)
     }

@@ -124,7 +124,9 @@ import Testing
     @Test func droppedLogLinesAddUpInOneCounter() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
         let empty = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
-        #expect(empty.contains("# TYPE pgconn_exporter_log_lines_dropped_total counter\npgconn_exporter_log_lines_dropped_total 0\n"))
+        #expect(
+            empty.contains(
+                "# TYPE pgconn_exporter_log_lines_dropped_total counter\npgconn_exporter_log_lines_dropped_total 0\n"))
         store.recordLogLinesDropped(1)
         store.recordLogLinesDropped(41)
         let page = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)

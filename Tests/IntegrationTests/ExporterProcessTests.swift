@@ -249,6 +249,22 @@ import Testing
         #expect(status == 0)
     }
 
+    /// Errors printed before the monitor starts (a bad flag, a missing config) on a broken stderr: the exit status
+    /// stays the error's, not SIGPIPE (the old binary died of signal 13 here).
+    @Test func errorsOnABrokenStderrStillExitWithTheirStatus() throws {
+        let directory = try TemporaryDirectory()
+        let cases = [(["--config.file=/nonexistent/pgconn.yml"], "exit 1"), (["--log.level=x"], "exit 64")]
+        for (arguments, expected) in cases {
+            let pipe = Pipe()
+            let exporter = try ExporterProcess(arguments: arguments, directory: directory, standardError: pipe)
+            defer { exporter.kill() }
+            try pipe.fileHandleForReading.close()  // Long before the child gets to write its error.
+            try? pipe.fileHandleForWriting.close()
+            _ = try exporter.waitForExit(timeout: .seconds(10))
+            #expect(exporter.termination == expected, "\(arguments)")
+        }
+    }
+
     /// stderr on a pipe that nobody reads: once the pipe is full, log writes would block. Failing targets log many
     /// state changes; the healthy target must keep being probed (its `pgconn_up` stays 1) while lines are dropped.
     @Test func anUnreadStderrDropsLinesButProbesGoOn() throws {

@@ -44,10 +44,12 @@ let package = Package(
             dependencies: ["CMicroHTTPD", "CZlib", "PGConnCore"],
             swiftSettings: swiftSettings
         ),
+        // The log line writer thread: the executable's only I/O on stderr, in a module so tests can reach it.
+        .target(name: "PGConnLog", swiftSettings: swiftSettings),
         .executableTarget(
             name: "pgconn_exporter",
             dependencies: [
-                "PGConnCore", "PGConnPostgres", "PGConnHTTP",
+                "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -68,6 +70,7 @@ let package = Package(
             name: "PGConnPostgresTests",
             dependencies: ["PGConnPostgres", "PGConnCore", "PGConnTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
+        .testTarget(name: "PGConnLogTests", dependencies: ["PGConnLog"], swiftSettings: swiftSettings),
         .testTarget(name: "PGConnHTTPTests", dependencies: ["PGConnHTTP", "PGConnCore"], swiftSettings: swiftSettings),
         // Needs a real PostgreSQL (started by the tests themselves) and the built executable.
         .testTarget(

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import PGConnCore
 import PGConnHTTP
+import PGConnLog
 import PGConnPostgres
 
 /// The command line: flags named like the Go exporters', then the wiring of config, monitor and HTTP.
@@ -34,6 +35,13 @@ struct PGConnExporter: ParsableCommand {
     @Flag(name: .customLong("config.check"), help: "Validate the configuration, print the result and exit (0 valid, 1 not).")
     var configCheck = false
 
+    /// Ignores SIGPIPE before anything is written (flag errors included), then runs the command: a write to a
+    /// stderr or stdout whose reader went away must fail with EPIPE, not kill the process.
+    static func main() {
+        signal(SIGPIPE, SIG_IGN)
+        main(nil)
+    }
+
     func validate() throws {
         guard StructuredLogHandler.level(named: logLevel) != nil else {
             throw ValidationError("--log.level: must be one of debug, info, warn, error (got \"\(logLevel)\")")
@@ -49,7 +57,16 @@ struct PGConnExporter: ParsableCommand {
     func run() throws {
         let level = StructuredLogHandler.level(named: logLevel) ?? .info
         let format = LogFormat(rawValue: logFormat) ?? .logfmt
-        LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, format: format, level: level) }
+        let metrics = MetricsStore(
+            buildInfo: BuildInfo(
+                version: Self.version, revision: Self.revision, libpqVersion: LibPQ.version,
+                microhttpdVersion: HTTPServer.libraryVersion))
+        let writer = LogWriter { dropped in metrics.recordLogLinesDropped(dropped) }
+        // The final lines ("stopped") reach a healthy stderr; a stuck one cannot hold the exit for more than 1 s.
+        defer { writer.close(timeout: .seconds(1)) }
+        LoggingSystem.bootstrap { label in
+            StructuredLogHandler(label: label, format: format, level: level, writer: writer)
+        }
         let logger = Logger(label: "pgconn_exporter")
 
         let config: ValidatedConfig
@@ -65,12 +82,7 @@ struct PGConnExporter: ParsableCommand {
             return
         }
 
-        signal(SIGPIPE, SIG_IGN)
         Self.raiseOpenFileLimit(logger: logger)
-        let metrics = MetricsStore(
-            buildInfo: BuildInfo(
-                version: Self.version, revision: Self.revision, libpqVersion: LibPQ.version,
-                microhttpdVersion: HTTPServer.libraryVersion))
         metrics.recordReload(successful: true, wallClock: Date().timeIntervalSince1970)
 
         let monitor: Monitor
@@ -156,8 +168,10 @@ struct PGConnExporter: ParsableCommand {
         }
     }
 
+    /// Writes an error to stderr at once (before the monitor starts), with write(2): it never traps on a broken
+    /// stderr, unlike `FileHandle.write`.
     static func printError(_ message: String) {
-        FileHandle.standardError.write(Data("pgconn_exporter: error: \(message)\n".utf8))
+        LogWriter.writeAll(Array("pgconn_exporter: error: \(message)\n".utf8), to: STDERR_FILENO)
     }
 
     /// The git revision. SwiftPM has no build-time stamping without a plugin, so this stays "unknown" until

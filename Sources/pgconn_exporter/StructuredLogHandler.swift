@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PGConnLog
 
 /// The two log line formats of the Go exporters (`--log.format`).
 enum LogFormat: String, CaseIterable {
@@ -7,18 +8,23 @@ enum LogFormat: String, CaseIterable {
     case json
 }
 
-/// A swift-log handler writing one line per event to stderr, as logfmt or JSON, like the Go exporters:
+/// A swift-log handler formatting one line per event, as logfmt or JSON, like the Go exporters:
 /// `ts=2026-11-28T07:00:00.123Z level=info msg="session state changed" target=primary from=connecting to=up`.
+///
+/// The line goes to a ``LogWriter``, which writes it to stderr from its own thread: logging never blocks the
+/// caller (the I/O loop) and never traps on a broken stderr.
 struct StructuredLogHandler: LogHandler {
     var logLevel: Logger.Level
     var metadata: Logger.Metadata = [:]
     let format: LogFormat
     let label: String
+    let writer: LogWriter
 
-    init(label: String, format: LogFormat, level: Logger.Level) {
+    init(label: String, format: LogFormat, level: Logger.Level, writer: LogWriter) {
         self.label = label
         self.format = format
         self.logLevel = level
+        self.writer = writer
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -36,7 +42,7 @@ struct StructuredLogHandler: LogHandler {
         for key in order { if let value = merged[key] { fields.append((key, "\(value)")) } }
         for key in merged.keys.sorted() where !order.contains(key) { fields.append((key, "\(merged[key]!)")) }
         let line = format == .json ? Self.json(fields) : Self.logfmt(fields)
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        writer.write(line)
     }
 
     static func levelName(_ level: Logger.Level) -> String {

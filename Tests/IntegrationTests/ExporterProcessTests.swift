@@ -194,9 +194,159 @@ import Testing
         #expect(log.contains(#"msg="session state changed" target=db from=start to=connecting"#), "\(log)")
         #expect(log.contains(#"msg="session state changed" target=db from=connecting to=up"#))
         #expect(!log.contains("hunter2"), "no password in logs")
+        #expect(log.hasSuffix("level=info msg=stopped\n"), "the writer flushes the last line on exit")
         let leftOver = try server.psql(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgconn_exporter%'")
         #expect(leftOver == "0", "every connection closed on exit")
+    }
+
+    // MARK: A broken or stuck stderr
+
+    /// stderr on a pipe whose read end the test closed: every log write fails with EPIPE. The exporter used to die
+    /// of SIGILL (`FileHandle.write` traps); now the lines are counted as dropped and it keeps serving.
+    @Test func aBrokenStderrNeitherKillsNorStopsIt() throws {
+        let directory = try TemporaryDirectory()
+        let config = try directory.write(
+            "config.yml",
+            """
+            defaults:
+              login_interval: 0s
+              backoff: {initial: 20ms, max: 50ms, jitter: 0}
+            targets:
+              - name: nothing
+                dsn: host=127.0.0.1 port=\(TestPostgres.freePort()) user=postgres
+            """)
+        let port = TestPostgres.freePort()
+        let pipe = Pipe()
+        let clock = ContinuousClock()
+        let start = clock.now
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory,
+            standardError: pipe)
+        defer { exporter.kill() }
+        try pipe.fileHandleForReading.close()
+        try? pipe.fileHandleForWriting.close()
+
+        // The target's state changes log a line every few tens of milliseconds, each one failing with EPIPE.
+        var dropped = 0.0
+        try eventually(timeout: .seconds(20)) {
+            guard exporter.isRunning else { return true }
+            let page = try httpGet(port: port, path: "/metrics").body
+            dropped = Self.value(page, "pgconn_exporter_log_lines_dropped_total") ?? 0
+            return dropped >= 20
+        }
+        let elapsed = clock.now - start
+        try #require(exporter.isRunning, "died after \(elapsed) with \(exporter.termination)")
+        print("broken stderr: \(Int(dropped)) lines dropped after \(Int(elapsed.milliseconds)) ms, still running")
+        let page = try httpGet(port: port, path: "/metrics")
+        #expect(page.status == 200)
+        #expect(page.body.contains(#"pgconn_up{target="nothing"} 0"#))
+        #expect((Self.value(page.body, "pgconn_exporter_log_lines_dropped_total") ?? 0) >= dropped)
+
+        exporter.terminate()
+        let status = try exporter.waitForExit(timeout: .seconds(5))
+        #expect(exporter.termination == "exit 0", "SIGTERM ends it normally, not by a signal: \(exporter.termination)")
+        #expect(status == 0)
+    }
+
+    /// Errors printed before the monitor starts (a bad flag, a missing config) on a broken stderr: the exit status
+    /// stays the error's, not SIGPIPE (the old binary died of signal 13 here).
+    @Test func errorsOnABrokenStderrStillExitWithTheirStatus() throws {
+        let directory = try TemporaryDirectory()
+        let cases = [(["--config.file=/nonexistent/pgconn.yml"], "exit 1"), (["--log.level=x"], "exit 64")]
+        for (arguments, expected) in cases {
+            let pipe = Pipe()
+            let exporter = try ExporterProcess(arguments: arguments, directory: directory, standardError: pipe)
+            defer { exporter.kill() }
+            try pipe.fileHandleForReading.close()  // Long before the child gets to write its error.
+            try? pipe.fileHandleForWriting.close()
+            _ = try exporter.waitForExit(timeout: .seconds(10))
+            #expect(exporter.termination == expected, "\(arguments)")
+        }
+    }
+
+    /// stderr on a pipe that nobody reads: once the pipe is full, log writes would block. Failing targets log many
+    /// state changes; the healthy target must keep being probed (its `pgconn_up` stays 1) while lines are dropped.
+    @Test func anUnreadStderrDropsLinesButProbesGoOn() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let directory = try TemporaryDirectory()
+        let closedPort = TestPostgres.freePort()
+        let failing = (0..<20).map { index in
+            """
+              - name: refused\(index)
+                dsn: host=127.0.0.1 port=\(closedPort) user=postgres
+            """
+        }
+        let config = try directory.write(
+            "config.yml",
+            """
+            defaults:
+              probe_interval: 200ms
+              probe_timeout: 150ms
+              login_interval: 0s
+              backoff: {initial: 10ms, max: 20ms, jitter: 0}
+            targets:
+              - name: healthy
+                dsn: "\(server.dsn(password: TestPostgres.superuserPassword))"
+            \(failing.joined(separator: "\n"))
+            """)
+        let port = TestPostgres.freePort()
+        let pipe = Pipe()  // The read end stays open and unread until the end of the test.
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory,
+            standardError: pipe)
+        defer {
+            exporter.kill()
+            try? pipe.fileHandleForReading.close()
+        }
+        try? pipe.fileHandleForWriting.close()
+        func page() throws -> String { try httpGet(port: port, path: "/metrics").body }
+        let healthyUp = #"pgconn_up{target="healthy"} 1"#
+        let probes = #"pgconn_probes_total{target="healthy"}"#
+
+        // The pipe (64 KiB) and then the queue (4,096 lines) fill up: lines get dropped.
+        let clock = ContinuousClock()
+        let start = clock.now
+        var dropped = 0.0
+        try eventually(timeout: .seconds(60)) {
+            dropped = Self.value(try page(), "pgconn_exporter_log_lines_dropped_total") ?? 0
+            return dropped > 0
+        }
+        print("unread stderr: first dropped lines after \(Int((clock.now - start).milliseconds)) ms")
+
+        // With logging stuck, the healthy target must still be probed every 200 ms: 10 more probes, up throughout.
+        let first = try page()
+        #expect(first.contains(healthyUp + "\n"), "healthy target down while stderr is stuck")
+        let before = try #require(Self.value(first, probes))
+        var after = before
+        var downSeen = 0
+        try eventually(timeout: .seconds(20)) {
+            let text = try page()
+            if !text.contains(healthyUp + "\n") { downSeen += 1 }
+            after = Self.value(text, probes) ?? before
+            return after >= before + 10
+        }
+        #expect(downSeen == 0, "pgconn_up of the healthy target went 0 in \(downSeen) scrape(s)")
+        let last = try page()
+        let droppedLater = Self.value(last, "pgconn_exporter_log_lines_dropped_total") ?? 0
+        #expect(droppedLater > dropped, "lines keep being dropped, not queued without bound")
+        print("unread stderr: probes \(Int(before)) -> \(Int(after)), \(Int(droppedLater)) lines dropped")
+
+        let stop = clock.now
+        exporter.terminate()
+        let status = try exporter.waitForExit(timeout: .seconds(5))
+        print("unread stderr: SIGTERM to exit \(Int((clock.now - stop).milliseconds)) ms (the log flush waits ≤ 1 s)")
+        #expect(exporter.termination == "exit 0", "\(exporter.termination)")
+        #expect(status == 0)
+    }
+
+    /// The value of the sample `series` (name and labels, exactly as rendered) in a /metrics page.
+    static func value(_ page: String, _ series: String) -> Double? {
+        page.split(separator: "\n").lazy.compactMap { line -> Double? in
+            guard line.hasPrefix(series + " ") else { return nil }
+            return Double(line.dropFirst(series.count + 1))
+        }.first
     }
 
     private func expectPromtoolAccepts(_ text: String) throws {
@@ -229,19 +379,26 @@ final class TemporaryDirectory {
     }
 }
 
-/// The exporter running as a child process, its stderr captured to a file.
+/// The exporter running as a child process, its stderr captured to a file (or sent to a pipe the test holds).
 final class ExporterProcess {
     private let process = Process()
     private let stderrURL: URL
 
-    init(arguments: [String], directory: TemporaryDirectory) throws {
+    init(arguments: [String], directory: TemporaryDirectory, standardError pipe: Pipe? = nil) throws {
         stderrURL = directory.url.appendingPathComponent("exporter.stderr")
         FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
         process.executableURL = try ExporterBinary.url()
         process.arguments = arguments
-        process.standardError = try FileHandle(forWritingTo: stderrURL)
+        process.standardError = try pipe ?? FileHandle(forWritingTo: stderrURL)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
+    }
+
+    var isRunning: Bool { process.isRunning }
+
+    /// How the process ended, for messages: "exit 0" or "signal 4". Only meaningful once it is not running.
+    var termination: String {
+        "\(process.terminationReason == .exit ? "exit" : "signal") \(process.terminationStatus)"
     }
 
     func terminate() { process.terminate() }

@@ -42,6 +42,8 @@ public final class MetricsStore: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Outside `state`: log lines are dropped from any thread, perhaps one inside `update`, so no lock here.
+    private let logLinesDropped = Atomic<UInt64>(0)
     public let buildInfo: BuildInfo
 
     public init(buildInfo: BuildInfo) {
@@ -94,6 +96,11 @@ public final class MetricsStore: Sendable {
         state.withLock { $0.exporter.lookupsPending = count }
     }
 
+    /// Log lines that were not written: the log queue was full (stderr slower than the logging) or the write failed.
+    public func recordLogLinesDropped(_ count: Int) {
+        logLinesDropped.add(UInt64(count), ordering: .relaxed)
+    }
+
     public func recordReload(successful: Bool, wallClock: Double) {
         state.withLock { state in
             state.exporter.reloadSuccessful = successful
@@ -114,7 +121,9 @@ public final class MetricsStore: Sendable {
         }
         var out = ExpositionWriter(reservingCapacity: 2048 + targets.count * 12 * 1024)
         Self.renderTargets(targets, wallClock: wallClock, into: &out)
-        Self.renderExporter(buildInfo: buildInfo, exporter, loopOverdue: loopOverdue, into: &out)
+        Self.renderExporter(
+            buildInfo: buildInfo, exporter, loopOverdue: loopOverdue,
+            logLinesDropped: logLinesDropped.load(ordering: .relaxed), into: &out)
         if let process { Self.renderProcess(process, into: &out) }
         return out.bytes
     }
@@ -218,7 +227,8 @@ public final class MetricsStore: Sendable {
     }
 
     private static func renderExporter(
-        buildInfo: BuildInfo, _ exporter: ExporterSeries, loopOverdue: Duration, into out: inout ExpositionWriter
+        buildInfo: BuildInfo, _ exporter: ExporterSeries, loopOverdue: Duration, logLinesDropped: UInt64,
+        into out: inout ExpositionWriter
     ) {
         out.family("pgconn_exporter_build_info", .gauge, help: "1, with the exporter's and its libraries' versions.")
         out.sample(
@@ -255,6 +265,10 @@ public final class MetricsStore: Sendable {
             "pgconn_exporter_dns_lookups_pending", .gauge,
             help: "Host-name lookups submitted and not answered yet (at most one per target).")
         out.sample("pgconn_exporter_dns_lookups_pending", [], Double(exporter.lookupsPending))
+        out.family(
+            "pgconn_exporter_log_lines_dropped_total", .counter,
+            help: "Log lines not written to stderr: the log queue was full (stderr too slow) or the write failed.")
+        out.sample("pgconn_exporter_log_lines_dropped_total", [], logLinesDropped)
     }
 
     private static func renderProcess(_ process: ProcessStats, into out: inout ExpositionWriter) {

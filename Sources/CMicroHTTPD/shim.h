@@ -8,6 +8,18 @@
 #include <microhttpd.h>
 
 /*
+ * libmicrohttpd 0.9.71 turned the callbacks' and functions' `int` results into `enum MHD_Result`. Swift
+ * code uses these names only, so it builds against both: the enum where it exists, else a plain int.
+ */
+#if MHD_VERSION >= 0x00097002
+typedef enum MHD_Result pgconn_mhd_result;
+#else
+typedef int pgconn_mhd_result;
+#endif
+static const pgconn_mhd_result PGCONN_MHD_YES = MHD_YES;
+static const pgconn_mhd_result PGCONN_MHD_NO = MHD_NO;
+
+/*
  * MHD_start_daemon is variadic, which Swift does not import. This wrapper takes every option as one
  * MHD_OPTION_ARRAY (terminated by MHD_OPTION_END) and registers the request-completed callback with
  * the same closure as the access handler.

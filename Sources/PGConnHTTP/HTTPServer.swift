@@ -197,9 +197,9 @@ private func handleAccess(
     uploadData: UnsafePointer<CChar>?,
     uploadDataSize: UnsafeMutablePointer<Int>?,
     requestState: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
-) -> MHD_Result {
+) -> pgconn_mhd_result {
     guard let closure, let connection, let url, let method, let uploadDataSize, let requestState else {
-        return .NO
+        return PGCONN_MHD_NO
     }
     guard let state = requestState.pointee else {
         let pending = PendingRequest()
@@ -209,7 +209,7 @@ private func handleAccess(
             pending.tooLarge = true
         }
         requestState.pointee = Unmanaged.passRetained(pending).toOpaque()
-        return .YES
+        return PGCONN_MHD_YES
     }
     let pending = Unmanaged<PendingRequest>.fromOpaque(state).takeUnretainedValue()
     if uploadDataSize.pointee > 0 {
@@ -217,7 +217,7 @@ private func handleAccess(
             pending.append(UnsafeRawBufferPointer(start: uploadData, count: uploadDataSize.pointee))
         }
         uploadDataSize.pointee = 0
-        return .YES
+        return PGCONN_MHD_YES
     }
     let response: HTTPResponse
     if pending.tooLarge {
@@ -256,10 +256,10 @@ private func connectionValues(_ connection: OpaquePointer, kind: MHD_ValueKind) 
     var pairs: [(String, String)] = []
     _ = withUnsafeMutablePointer(to: &pairs) { pairs in
         MHD_get_connection_values(connection, kind, { closure, _, key, value in
-            guard let closure, let key else { return .YES }
+            guard let closure, let key else { return PGCONN_MHD_YES }
             let pairs = closure.assumingMemoryBound(to: [(String, String)].self)
             pairs.pointee.append((String(cString: key), value.map { String(cString: $0) } ?? ""))
-            return .YES
+            return PGCONN_MHD_YES
         }, pairs)
     }
     if kind == .HEADER_KIND {
@@ -271,12 +271,12 @@ private func connectionValues(_ connection: OpaquePointer, kind: MHD_ValueKind) 
 
 /// Copies the response into libmicrohttpd and queues it; the C response is destroyed here (MHD keeps
 /// its own reference until sent).
-private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> MHD_Result {
+private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> pgconn_mhd_result {
     let created = response.body.withUnsafeBytes { body in
         MHD_create_response_from_buffer(body.count, UnsafeMutableRawPointer(mutating: body.baseAddress),
             .RESPMEM_MUST_COPY)
     }
-    guard let created else { return .NO }
+    guard let created else { return PGCONN_MHD_NO }
     defer { MHD_destroy_response(created) }
     var hasContentType = false
     for (name, value) in response.headers {

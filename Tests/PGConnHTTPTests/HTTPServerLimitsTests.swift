@@ -114,6 +114,41 @@ private func measure<T>(_ body: () throws -> T) rethrows -> (T, Duration) {
         }
     }
 
+    /// The deadline covers receiving the request, not the handler: a slow answer is still sent.
+    @Test func aHandlerSlowerThanTheRequestDeadlineStillAnswers() throws {
+        let limits = ConnectionLimits(total: 32, perAddress: 4, idleTimeout: .seconds(5), requestDeadline: .seconds(1))
+        let slow: @Sendable (HTTPRequest) -> HTTPResponse = { request in
+            usleep(1_600_000)  // longer than the deadline plus one check interval
+            return echo(request)
+        }
+        try withServer(limits: limits, handler: slow) { (server: HTTPServer) throws in
+            let response = try RawHTTPClient.send(port: server.boundPort, timeout: .seconds(5), target: "/slow")
+            #expect(response.status == 200)
+        }
+    }
+
+    /// After a response the next request on a kept-alive connection gets a fresh deadline.
+    @Test func aKeptAliveConnectionGetsAFreshDeadlineForEachRequest() throws {
+        let limits = ConnectionLimits(total: 32, perAddress: 4, idleTimeout: .seconds(5), requestDeadline: .seconds(2))
+        try withServer(limits: limits) { (server: HTTPServer) throws in
+            let socket = try RawHTTPClient.connect(host: "127.0.0.1", port: server.boundPort, timeout: .seconds(5))
+            defer { close(socket) }
+            // Pacing, not waiting for a condition: each request comes 1.2 s after the previous event, so the
+            // second one arrives past the deadline counted from the connection's opening (2 s).
+            for request in ["/first", "/second"] {
+                usleep(1_200_000)
+                try RawHTTPClient.sendAll(socket, Array("GET \(request) HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+                let response = try RawHTTPClient.readResponse(on: socket)
+                #expect(response.status == 200)
+                #expect(response.text.contains("path=\(request)\n"))
+            }
+            // A silent connection after a response is closed at the fresh deadline, before the idle timeout.
+            let (closed, took) = measure { RawHTTPClient.awaitClose(socket) }
+            #expect(closed)
+            #expect(took > .milliseconds(1_500) && took < .milliseconds(3_500))
+        }
+    }
+
     /// libmicrohttpd 0.9.75 restarts the idle timeout on every byte; the request deadline still ends it.
     @Test func aTricklingClientIsClosedAtTheRequestDeadline() throws {
         let limits = ConnectionLimits(total: 32, perAddress: 4, idleTimeout: .seconds(2), requestDeadline: .seconds(2))

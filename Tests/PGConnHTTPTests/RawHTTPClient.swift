@@ -100,6 +100,27 @@ enum RawHTTPClient {
         return socket
     }
 
+    /// Reads one response with a `Content-Length` off a connection the server keeps open (keep-alive).
+    static func readResponse(on socket: Int32) throws -> RawHTTPResponse {
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        for _ in 0..<10_000 {
+            if let response = try? parse(received), let length = response.header("Content-Length").flatMap(Int.init),
+                response.body.count >= length
+            {
+                return response
+            }
+            let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            if count == 0 { break }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw RawHTTPClientError(operation: "recv", code: errno)
+            }
+            received += buffer[..<count]
+        }
+        return try parse(received)
+    }
+
     /// Reads and discards until the server closes the connection: true when it did (end of file or reset),
     /// false when the socket's receive timeout passed first.
     static func awaitClose(_ socket: Int32) -> Bool {

@@ -1,4 +1,6 @@
 import CMicroHTTPD
+import Dispatch
+import PGConnCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -11,6 +13,9 @@ import Glibc
 /// a time: a handler must answer from a snapshot and never wait on the probe loop. Bodies are read in full
 /// (at most `maximumBodySize`, else 413) before the handler runs. `start()` binds exactly the listen
 /// address given (see `ListenAddress`); `stop()` must be called before the last reference goes away.
+///
+/// Connections are bounded by `ConnectionLimits` (by default sized from the open-file limit when the server
+/// starts), so idle or trickling clients from one address cannot take the slots the scrapes need.
 public final class HTTPServer: Sendable {
     /// The largest request body a handler receives: 1 MiB. A larger body is read and discarded, then 413.
     public static let maximumBodySize = 1 << 20
@@ -20,16 +25,24 @@ public final class HTTPServer: Sendable {
         MHD_get_version().map { String(cString: $0) } ?? "unknown"
     }
 
-    /// Idle keep-alive connections are closed after this many seconds.
-    static let connectionTimeoutSeconds = 60
+    /// How often connections are checked against `ConnectionLimits.requestDeadline`.
+    static let deadlineCheckInterval = Duration.milliseconds(500)
 
     /// The listen address as the user wrote it, e.g. ":9818" or "127.0.0.1:9818".
     public let listenAddress: String
     private let handler: @Sendable (HTTPRequest) -> HTTPResponse
+    private let configuredLimits: ConnectionLimits?
     private let running = Mutex<Running?>(nil)
 
-    public init(listenAddress: String, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse) {
+    /// - Parameter limits: the connection limits; nil sizes them from the RLIMIT_NOFILE soft limit at each
+    ///   `start()` (`ConnectionLimits.forThisProcess()`).
+    public init(
+        listenAddress: String,
+        limits: ConnectionLimits? = nil,
+        handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
+    ) {
         self.listenAddress = listenAddress
+        self.configuredLimits = limits
         self.handler = handler
     }
 
@@ -49,6 +62,16 @@ public final class HTTPServer: Sendable {
         running.withLock { $0?.boundAddress }
     }
 
+    /// The limits in force; nil when stopped.
+    public var limits: ConnectionLimits? {
+        running.withLock { $0?.limits }
+    }
+
+    /// Connections the server holds now (accepted and not yet closed); 0 when stopped.
+    var openConnections: Int {
+        running.withLock { $0?.dispatch.takeUnretainedValue().deadlines.withLock { $0.count } ?? 0 }
+    }
+
     /// Parses and resolves the listen address, binds it and starts serving.
     ///
     /// Calling `start()` on a running server is a programmer error. After `stop()` it may start again.
@@ -56,12 +79,13 @@ public final class HTTPServer: Sendable {
         let address = try ListenAddress(parsing: listenAddress)
         try running.withLock { running throws(HTTPServerError) in
             precondition(running == nil, "HTTPServer.start() called twice on \(listenAddress)")
-            let dispatch = Unmanaged.passRetained(RequestDispatch(handler: handler))
-            var (daemon, error) = Self.startDaemon(address, dispatch: dispatch)
+            let limits = configuredLimits ?? .forThisProcess()
+            let dispatch = Unmanaged.passRetained(RequestDispatch(handler: handler, limits: limits))
+            var (daemon, error) = Self.startDaemon(address, limits: limits, dispatch: dispatch)
             if daemon == nil, error == EAFNOSUPPORT, address.host == .allInterfaces {
                 // No IPv6 on this machine: every IPv4 interface is the closest match to ":port".
                 (daemon, error) = Self.startDaemon(
-                    ListenAddress(host: .ipv4([0, 0, 0, 0]), port: address.port), dispatch: dispatch)
+                    ListenAddress(host: .ipv4([0, 0, 0, 0]), port: address.port), limits: limits, dispatch: dispatch)
             }
             guard let daemon else {
                 dispatch.release()
@@ -71,6 +95,8 @@ public final class HTTPServer: Sendable {
             running = Running(
                 daemon: daemon,
                 dispatch: dispatch,
+                deadlineTimer: Self.startDeadlineTimer(dispatch.takeUnretainedValue()),
+                limits: limits,
                 port: pgconn_mhd_bound_port(daemon),
                 boundAddress: Self.socketName(pgconn_mhd_listen_fd(daemon))
             )
@@ -84,12 +110,15 @@ public final class HTTPServer: Sendable {
         guard let stopped = running.withLock({ running in running.take() }) else { return }
         // MHD_stop_daemon joins the polling thread, so no callback can use the dispatch object after it.
         MHD_stop_daemon(stopped.daemon)
+        // The timer's handler holds its own reference to the dispatch object, released once cancelled.
+        stopped.deadlineTimer.cancel()
         stopped.dispatch.release()
     }
 
     /// Returns the daemon, or nil and the errno of the failed start (0 when libmicrohttpd set none).
     private static func startDaemon(
         _ address: ListenAddress,
+        limits: ConnectionLimits,
         dispatch: Unmanaged<RequestDispatch>
     ) -> (OpaquePointer?, Int32) {
         var flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_EPOLL.rawValue
@@ -100,7 +129,9 @@ public final class HTTPServer: Sendable {
         }
         return address.withSocketAddress { socketAddress in
             var options = [
-                MHD_OptionItem(option: .CONNECTION_TIMEOUT, value: connectionTimeoutSeconds, ptr_value: nil)
+                MHD_OptionItem(option: .CONNECTION_LIMIT, value: max(1, limits.total), ptr_value: nil),
+                MHD_OptionItem(option: .PER_IP_CONNECTION_LIMIT, value: max(1, limits.perAddress), ptr_value: nil),
+                MHD_OptionItem(option: .CONNECTION_TIMEOUT, value: limits.idleTimeoutSeconds, ptr_value: nil),
             ]
             if let socketAddress {
                 // libmicrohttpd binds during MHD_start_daemon and keeps no reference to the address.
@@ -113,11 +144,30 @@ public final class HTTPServer: Sendable {
             var error: Int32 = 0
             let daemon = options.withUnsafeMutableBufferPointer { options in
                 pgconn_mhd_start_daemon(
-                    flags, address.port, handleAccess, handleCompletion, dispatch.toOpaque(), options.baseAddress,
-                    &error)
+                    flags, address.port, handleAccess, handleCompletion, handleConnectionEvent, dispatch.toOpaque(),
+                    options.baseAddress, &error)
             }
             return (daemon, error)
         }
+    }
+
+    /// A timer that shuts down the connections past their request deadline, on its own queue.
+    ///
+    /// shutdown(2), not close(2): libmicrohttpd then reads end-of-file and closes the connection itself. The
+    /// socket cannot have been closed and reused meanwhile, because libmicrohttpd tells `handleConnectionEvent`
+    /// of the close (which takes the same lock) before it closes the socket.
+    private static func startDeadlineTimer(_ dispatch: RequestDispatch) -> any DispatchSourceTimer {
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "pgconn.http.request-deadlines"))
+        let interval = DispatchTimeInterval.nanoseconds(Int(deadlineCheckInterval.nanoseconds))
+        timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(50))
+        timer.setEventHandler {
+            let now = monotonicNow()
+            dispatch.deadlines.withLock { deadlines in
+                for socket in deadlines.expire(now: now) { _ = shutdown(socket, Int32(SHUT_RDWR)) }
+            }
+        }
+        timer.resume()
+        return timer
     }
 
     /// getsockname(2) of the listen socket as "host:port", IPv6 in brackets.
@@ -150,21 +200,54 @@ public final class HTTPServer: Sendable {
 /// The running daemon and the context its callbacks receive.
 ///
 /// `@unchecked Sendable`: the daemon pointer is only used under `HTTPServer.running`'s lock or after being
-/// taken out of it by `stop()`, and libmicrohttpd's daemon functions may be called from any thread.
+/// taken out of it by `stop()`, and libmicrohttpd's daemon functions may be called from any thread; the
+/// same holds for the dispatch timer, whose methods are thread-safe.
 private struct Running: @unchecked Sendable {
     var daemon: OpaquePointer
     /// Retained for the daemon's lifetime: released in `stop()` once `MHD_stop_daemon` has returned.
     var dispatch: Unmanaged<RequestDispatch>
+    var deadlineTimer: any DispatchSourceTimer
+    var limits: ConnectionLimits
     var port: UInt16
     var boundAddress: String?
 }
 
-/// What the C callbacks need: the handler. Passed to libmicrohttpd as the callbacks' closure pointer.
+/// What the C callbacks need: the handler and the request deadlines. Passed to libmicrohttpd as the callbacks'
+/// closure pointer.
 private final class RequestDispatch: Sendable {
     let handler: @Sendable (HTTPRequest) -> HTTPResponse
+    /// Keyed by the connection pointer, which is unique between libmicrohttpd's STARTED and CLOSED events.
+    let deadlines: Mutex<RequestDeadlines<UInt>>
 
-    init(handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse) {
+    init(handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse, limits: ConnectionLimits) {
         self.handler = handler
+        self.deadlines = Mutex(RequestDeadlines(limit: limits.requestDeadline))
+    }
+}
+
+/// The key of a connection in `RequestDispatch.deadlines`.
+private func deadlineKey(_ connection: OpaquePointer) -> UInt {
+    UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(connection)))
+}
+
+/// The connection-notification callback: a connection was accepted or is about to be closed.
+private func handleConnectionEvent(
+    closure: UnsafeMutableRawPointer?,
+    connection: OpaquePointer?,
+    socketContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    event: MHD_ConnectionNotificationCode
+) {
+    guard let closure, let connection else { return }
+    let dispatch = Unmanaged<RequestDispatch>.fromOpaque(closure).takeUnretainedValue()
+    let key = deadlineKey(connection)
+    switch event {
+    case .CONNECTION_NOTIFY_STARTED:
+        let socket = pgconn_mhd_connection_fd(connection)
+        guard socket >= 0 else { return }
+        let now = monotonicNow()
+        dispatch.deadlines.withLock { $0.opened(key, socket: socket, now: now) }
+    default:
+        dispatch.deadlines.withLock { $0.closed(key) }
     }
 }
 
@@ -197,9 +280,9 @@ private func handleAccess(
     uploadData: UnsafePointer<CChar>?,
     uploadDataSize: UnsafeMutablePointer<Int>?,
     requestState: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
-) -> MHD_Result {
+) -> pgconn_mhd_result {
     guard let closure, let connection, let url, let method, let uploadDataSize, let requestState else {
-        return .NO
+        return PGCONN_MHD_NO
     }
     guard let state = requestState.pointee else {
         let pending = PendingRequest()
@@ -209,7 +292,7 @@ private func handleAccess(
             pending.tooLarge = true
         }
         requestState.pointee = Unmanaged.passRetained(pending).toOpaque()
-        return .YES
+        return PGCONN_MHD_YES
     }
     let pending = Unmanaged<PendingRequest>.fromOpaque(state).takeUnretainedValue()
     if uploadDataSize.pointee > 0 {
@@ -217,8 +300,10 @@ private func handleAccess(
             pending.append(UnsafeRawBufferPointer(start: uploadData, count: uploadDataSize.pointee))
         }
         uploadDataSize.pointee = 0
-        return .YES
+        return PGCONN_MHD_YES
     }
+    let dispatch = Unmanaged<RequestDispatch>.fromOpaque(closure).takeUnretainedValue()
+    dispatch.deadlines.withLock { $0.answering(deadlineKey(connection)) }
     let response: HTTPResponse
     if pending.tooLarge {
         response = .text(
@@ -232,7 +317,6 @@ private func handleAccess(
             body: pending.body
         )
         pending.body = []
-        let dispatch = Unmanaged<RequestDispatch>.fromOpaque(closure).takeUnretainedValue()
         response = dispatch.handler(request)
     }
     return queue(response, on: connection)
@@ -245,6 +329,12 @@ private func handleCompletion(
     requestState: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
     termination: MHD_RequestTerminationCode
 ) {
+    if let closure, let connection {
+        let now = monotonicNow()
+        Unmanaged<RequestDispatch>.fromOpaque(closure).takeUnretainedValue().deadlines.withLock {
+            $0.completed(deadlineKey(connection), now: now)
+        }
+    }
     guard let requestState, let state = requestState.pointee else { return }
     Unmanaged<PendingRequest>.fromOpaque(state).release()
     requestState.pointee = nil
@@ -256,10 +346,10 @@ private func connectionValues(_ connection: OpaquePointer, kind: MHD_ValueKind) 
     var pairs: [(String, String)] = []
     _ = withUnsafeMutablePointer(to: &pairs) { pairs in
         MHD_get_connection_values(connection, kind, { closure, _, key, value in
-            guard let closure, let key else { return .YES }
+            guard let closure, let key else { return PGCONN_MHD_YES }
             let pairs = closure.assumingMemoryBound(to: [(String, String)].self)
             pairs.pointee.append((String(cString: key), value.map { String(cString: $0) } ?? ""))
-            return .YES
+            return PGCONN_MHD_YES
         }, pairs)
     }
     if kind == .HEADER_KIND {
@@ -271,12 +361,12 @@ private func connectionValues(_ connection: OpaquePointer, kind: MHD_ValueKind) 
 
 /// Copies the response into libmicrohttpd and queues it; the C response is destroyed here (MHD keeps
 /// its own reference until sent).
-private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> MHD_Result {
+private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> pgconn_mhd_result {
     let created = response.body.withUnsafeBytes { body in
         MHD_create_response_from_buffer(body.count, UnsafeMutableRawPointer(mutating: body.baseAddress),
             .RESPMEM_MUST_COPY)
     }
-    guard let created else { return .NO }
+    guard let created else { return PGCONN_MHD_NO }
     defer { MHD_destroy_response(created) }
     var hasContentType = false
     for (name, value) in response.headers {
@@ -291,4 +381,11 @@ private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> MH
         _ = MHD_add_response_header(created, "Content-Type", "application/octet-stream")
     }
     return MHD_queue_response(connection, UInt32(clamping: response.status), created)
+}
+
+/// CLOCK_MONOTONIC, for the request deadlines.
+private func monotonicNow() -> MonotonicInstant {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return MonotonicInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
 }

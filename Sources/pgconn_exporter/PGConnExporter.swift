@@ -123,6 +123,14 @@ struct PGConnExporter: ParsableCommand {
                 "telemetry_path": "\(telemetryPath)", "targets": "\(config.targets.count)",
                 "config_file": "\(configFile)",
             ])
+        if let limits = server.limits {
+            logger.info(
+                "HTTP connection limits",
+                metadata: [
+                    "total": "\(limits.total)", "per_address": "\(limits.perAddress)",
+                    "idle_timeout": "\(limits.idleTimeout)", "request_deadline": "\(limits.requestDeadline)",
+                ])
+        }
 
         let signal = Self.waitForTermination(logger: logger)
         logger.info("shutting down", metadata: ["signal": "\(signal)"])

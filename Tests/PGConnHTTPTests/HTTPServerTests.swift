@@ -9,7 +9,7 @@ import Glibc
 #endif
 
 /// Echoes the request as the handler saw it, one `key=value` line each, query and headers sorted.
-@Sendable private func echo(_ request: HTTPRequest) -> HTTPResponse {
+@Sendable func echo(_ request: HTTPRequest) -> HTTPResponse {
     var lines = ["method=\(request.method)", "path=\(request.path)"]
     lines += request.query.sorted { $0.key < $1.key }.map { "query \($0.key)=\($0.value)" }
     lines += request.headers.filter { $0.key.hasPrefix("x-") }.sorted { $0.key < $1.key }
@@ -19,12 +19,13 @@ import Glibc
 }
 
 /// Starts a server, runs `body` and always stops it.
-private func withServer(
+func withServer(
     _ address: String = "127.0.0.1:0",
+    limits: ConnectionLimits? = nil,
     handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse = echo,
     _ body: (HTTPServer) throws -> Void
 ) throws {
-    let server = HTTPServer(listenAddress: address, handler: handler)
+    let server = HTTPServer(listenAddress: address, limits: limits, handler: handler)
     try server.start()
     defer { server.stop() }
     try body(server)

@@ -29,15 +29,20 @@ struct RawHTTPResponse {
 /// response read until the server closes, so a body sent where none belongs (HEAD) would show.
 enum RawHTTPClient {
     /// Sends one request to a numeric host ("127.0.0.1", "::1") and reads the whole response.
+    ///
+    /// `source` binds the client's end to that numeric address first (any of 127.0.0.0/8 is loopback on
+    /// Linux, so "127.0.0.2" plays a second client); `timeout` bounds each send and receive.
     static func send(
         host: String = "127.0.0.1",
         port: Int,
+        from source: String? = nil,
+        timeout: Duration = .seconds(10),
         method: String = "GET",
         target: String,
         headers: [(String, String)] = [],
         body: [UInt8]? = nil
     ) throws -> RawHTTPResponse {
-        let socket = try connect(host: host, port: port)
+        let socket = try connect(host: host, port: port, from: source, timeout: timeout)
         defer { close(socket) }
         var head = "\(method) \(target) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
@@ -52,8 +57,14 @@ enum RawHTTPClient {
         return try parse(readAll(socket))
     }
 
-    /// Opens a TCP connection with 10 s send and receive timeouts; throws with ECONNREFUSED when nobody listens.
-    static func connect(host: String, port: Int) throws -> Int32 {
+    /// Opens a TCP connection with send and receive timeouts (10 s unless told), from a numeric `source`
+    /// address when given; throws with ECONNREFUSED when nobody listens.
+    static func connect(
+        host: String,
+        port: Int,
+        from source: String? = nil,
+        timeout: Duration = .seconds(10)
+    ) throws -> Int32 {
         var hints = addrinfo()
         hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -64,9 +75,23 @@ enum RawHTTPClient {
         defer { freeaddrinfo(list) }
         let socket = Glibc.socket(address.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw RawHTTPClientError(operation: "socket", code: errno) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(socket, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let (seconds, attoseconds) = timeout.components
+        var time = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(socket, SOL_SOCKET, SO_SNDTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
+        if let source {
+            var sourceList: UnsafeMutablePointer<addrinfo>?
+            guard getaddrinfo(source, "0", &hints, &sourceList) == 0, let sourceAddress = sourceList else {
+                close(socket)
+                throw RawHTTPClientError(operation: "getaddrinfo \(source)", code: EINVAL)
+            }
+            defer { freeaddrinfo(sourceList) }
+            guard bind(socket, sourceAddress.pointee.ai_addr, sourceAddress.pointee.ai_addrlen) == 0 else {
+                let code = errno
+                close(socket)
+                throw RawHTTPClientError(operation: "bind \(source)", code: code)
+            }
+        }
         guard Glibc.connect(socket, address.pointee.ai_addr, address.pointee.ai_addrlen) == 0 else {
             let code = errno
             close(socket)
@@ -75,7 +100,46 @@ enum RawHTTPClient {
         return socket
     }
 
-    private static func sendAll(_ socket: Int32, _ bytes: [UInt8]) throws {
+    /// Reads one response with a `Content-Length` off a connection the server keeps open (keep-alive).
+    static func readResponse(on socket: Int32) throws -> RawHTTPResponse {
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        for _ in 0..<10_000 {
+            if let response = try? parse(received), let length = response.header("Content-Length").flatMap(Int.init),
+                response.body.count >= length
+            {
+                return response
+            }
+            let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            if count == 0 { break }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw RawHTTPClientError(operation: "recv", code: errno)
+            }
+            received += buffer[..<count]
+        }
+        return try parse(received)
+    }
+
+    /// Reads and discards until the server closes the connection: true when it did (end of file or reset),
+    /// false when the socket's receive timeout passed first.
+    static func awaitClose(_ socket: Int32) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        for _ in 0..<10_000 {
+            let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            if count == 0 { return true }
+            if count < 0 {
+                switch errno {
+                case EINTR: continue
+                case ECONNRESET: return true
+                default: return false  // EAGAIN: the receive timeout
+                }
+            }
+        }
+        return false
+    }
+
+    static func sendAll(_ socket: Int32, _ bytes: [UInt8]) throws {
         var sent = 0
         while sent < bytes.count {
             let count = bytes[sent...].withUnsafeBytes {

@@ -53,11 +53,11 @@ struct InvalidConfigCase: Sendable, CustomTestStringConvertible {
 
     static let all: [InvalidConfigCase] = [
         .init(
-            "invalid-timeout-not-shorter.yml",
-            ["targets[1].probe_timeout: must be shorter than probe_interval (2s >= 1s)"]),
+            "invalid-timeout-longer.yml",
+            ["targets[1].probe_timeout: must not be longer than probe_interval (3s > 1s)"]),
         .init(
             "invalid-defaults-timeout.yml",
-            ["defaults.probe_timeout: must be shorter than probe_interval (5s >= 5s)"]),
+            ["defaults.probe_timeout: must not be longer than probe_interval (6s > 5s)"]),
         .init("invalid-empty-dsn.yml", ["targets[0].dsn: must not be empty", "targets[1].dsn: must not be empty"]),
         .init("invalid-jitter.yml", ["defaults.backoff.jitter: must be between 0 and 1"]),
         .init(
@@ -258,6 +258,31 @@ struct ConfigLoaderTests {
             targets: [{name: a, dsn: host=a}, {name: b, dsn: host=b}]
             """
         #expect(try load(yaml: yaml).get().health == expected)
+    }
+
+    /// Like Prometheus' `scrape_timeout`: unset, it is 2s or the interval if shorter; equal to it is allowed.
+    static let probeTimeoutCases: [(yaml: String, expected: [Duration])] = [
+        ("targets: [{name: a, dsn: host=a, probe_interval: 1s}]", [.seconds(1)]),
+        ("targets: [{name: a, dsn: host=a, probe_interval: 500ms}]", [.milliseconds(500)]),
+        ("targets: [{name: a, dsn: host=a, probe_interval: 10s}]", [.seconds(2)]),
+        ("defaults: {probe_interval: 1s}\ntargets: [{name: a, dsn: host=a}]", [.seconds(1)]),
+        // Unset everywhere: capped by each target's own interval, not by the one in defaults.
+        (
+            "defaults: {probe_interval: 1s}\n"
+                + "targets: [{name: a, dsn: host=a, probe_interval: 10s}, {name: b, dsn: host=b}]",
+            [.seconds(2), .seconds(1)]
+        ),
+        ("targets: [{name: a, dsn: host=a, probe_interval: 3s, probe_timeout: 3s}]", [.seconds(3)]),
+        ("defaults: {probe_interval: 3s, probe_timeout: 3s}\ntargets: [{name: a, dsn: host=a}]", [.seconds(3)]),
+        // Written in defaults, it is inherited as written.
+        ("defaults: {probe_timeout: 4s}\ntargets: [{name: a, dsn: host=a}]", [.seconds(4)]),
+    ]
+
+    @Test(
+        "an unset probe_timeout is min(2s, probe_interval); equal to the interval is valid",
+        arguments: probeTimeoutCases)
+    func probeTimeoutDefault(yaml: String, expected: [Duration]) throws {
+        #expect(try load(yaml: yaml).get().targets.map(\.probeTimeout) == expected)
     }
 
     @Test("merge keys share settings between targets; keys written in the target win")

@@ -230,7 +230,7 @@ public enum ConfigLoader {
             targets.append(
                 TargetConfig(
                     name: name, dsn: dsn, summary: summary, password: password, query: settings.query,
-                    probeInterval: settings.probeInterval, probeTimeout: settings.probeTimeout,
+                    probeInterval: settings.probeInterval, probeTimeout: settings.resolvedProbeTimeout,
                     connectTimeout: settings.connectTimeout, loginInterval: settings.loginInterval,
                     backoff: settings.backoff, keepalives: settings.keepalives, expect: expect, labels: labels))
         }

@@ -151,6 +151,16 @@ struct InvalidConfigCase: Sendable, CustomTestStringConvertible {
                 "targets[1].password_env: must not be empty",
                 "targets[2].password_file: must not be empty",
             ]),
+        .init(
+            "invalid-copy-query.yml",
+            [
+                "defaults.query: COPY is not allowed in a probe query (statement 1 of 1 starts with COPY, "
+                    + "which streams data instead of returning a result)",
+                "targets[0].query: COPY is not allowed in a probe query (statement 1 of 1 starts with COPY, "
+                    + "which streams data instead of returning a result)",
+                "targets[1].query: COPY is not allowed in a probe query (statement 2 of 2 starts with COPY, "
+                    + "which streams data instead of returning a result)",
+            ]),
         .init("invalid-expect.yml", [#"targets[0].expect: must be "primary", "standby" or "any""#]),
         .init(
             "invalid-labels.yml",

@@ -85,6 +85,9 @@ struct ProbeSettingsOverrides {
             if let text = query, text.allSatisfy(\.isWhitespace) {
                 reader.report(path, "must not be empty")
                 query = nil
+            } else if let text = query, let problem = Self.copyProblem(text) {
+                reader.report(path, problem)
+                query = nil
             }
         case "backoff": readBackoff(value, path: path, reader: &reader)
         case "keepalives": readKeepalives(value, path: path, reader: &reader)
@@ -137,6 +140,17 @@ struct ProbeSettingsOverrides {
             default: reader.report(keyPath, "unknown key")
             }
         }
+    }
+
+    /// Why `query` cannot be a probe because one of its statements is a COPY, or `nil`.
+    ///
+    /// A COPY makes the server stream rows (or wait for them, `FROM STDIN`) instead of returning a result: the
+    /// probe would never finish as a query, and a `COPY ... TO STDOUT` of a big table floods the exporter.
+    private static func copyProblem(_ query: String) -> String? {
+        let words = SQLStatements.leadingWords(of: query)
+        guard let index = words.firstIndex(of: "copy") else { return nil }
+        return "COPY is not allowed in a probe query (statement \(index + 1) of \(words.count) starts with COPY, "
+            + "which streams data instead of returning a result)"
     }
 
     /// `duration` if it is greater than zero; otherwise reports it and returns `nil`.

@@ -1,6 +1,7 @@
 import Foundation
-import PGConnCore
 import Testing
+
+@testable import PGConnCore
 
 /// A stand-in for libpq's `PQconninfoParse`: accepts `key=value` strings containing `host=` and
 /// `postgres://` / `postgresql://` URIs, and summarises host, port, dbname, user and sslmode.

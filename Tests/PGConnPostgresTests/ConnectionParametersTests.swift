@@ -1,7 +1,7 @@
 import Foundation
-import PGConnCore
 import Testing
 
+@testable import PGConnCore
 @testable import PGConnPostgres
 
 @Suite struct ConnectionParametersTests {

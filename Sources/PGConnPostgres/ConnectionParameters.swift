@@ -27,7 +27,7 @@ enum ConnectionParameters {
             break
         case .environment(let name):
             guard let value = getenv(name) else {
-                return .failure(Failure(reason: .auth, message: "password_env \(name) is not set"))
+                return .failure(Failure(reason: .passwordUnavailable, message: "password_env \(name) is not set"))
             }
             pairs.append(("password", String(cString: value)))
         case .file(let path):
@@ -44,14 +44,16 @@ enum ConnectionParameters {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
-            return .failure(Failure(reason: .auth, message: "cannot read password_file \(path): \(reason)"))
+            return .failure(
+                Failure(reason: .passwordUnavailable, message: "cannot read password_file \(path): \(reason)"))
         }
         defer { Glibc.close(fd) }
         var bytes = [UInt8](repeating: 0, count: 65536)
         let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         guard count >= 0 else {
             let reason = String(cString: strerror(errno))
-            return .failure(Failure(reason: .auth, message: "cannot read password_file \(path): \(reason)"))
+            return .failure(
+                Failure(reason: .passwordUnavailable, message: "cannot read password_file \(path): \(reason)"))
         }
         let text = String(decoding: bytes[0..<count], as: UTF8.self)
         // "\r\n" is one Character in Swift, so split on any newline rather than on "\n".

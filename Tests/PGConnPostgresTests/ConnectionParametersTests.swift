@@ -37,14 +37,14 @@ import Testing
         #expect(value("password", in: try ConnectionParameters.overrides(for: config, purpose: .session).get()) == "rotated")
     }
 
-    @Test func unreadablePasswordSourcesFailWithReasonAuth() {
+    @Test func unreadablePasswordSourcesFailWithReasonPasswordUnavailable() {
         let missing = ConnectionParameters.overrides(for: target(password: .file("/nonexistent/pw")), purpose: .session)
-        #expect(throws: Failure(reason: .auth, message: "cannot read password_file /nonexistent/pw: No such file or directory")) {
+        #expect(throws: Failure(reason: .passwordUnavailable, message: "cannot read password_file /nonexistent/pw: No such file or directory")) {
             try missing.get()
         }
         let unset = ConnectionParameters.overrides(
             for: target(password: .environment("PGCONN_TEST_UNSET_VARIABLE")), purpose: .session)
-        #expect(throws: Failure(reason: .auth, message: "password_env PGCONN_TEST_UNSET_VARIABLE is not set")) {
+        #expect(throws: Failure(reason: .passwordUnavailable, message: "password_env PGCONN_TEST_UNSET_VARIABLE is not set")) {
             try unset.get()
         }
     }

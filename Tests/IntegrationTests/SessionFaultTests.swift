@@ -136,7 +136,8 @@ import Testing
         let dsn = "host=127.0.0.1 port=\(closedPort) user=monitor"
         let fixture = try MonitorFixture([
             try testTarget(
-                "no_file", dsn: dsn, password: .file("/nonexistent/pgconn.password"), loginInterval: .milliseconds(300)),
+                "no_file", dsn: dsn, password: .file("/nonexistent/pgconn.password"),
+                loginInterval: .milliseconds(300)),
             try testTarget("no_env", dsn: dsn, password: .environment("PGCONN_TEST_UNSET_PASSWORD")),
         ])
         try fixture.await("no_file") { $0.connectionFailures[.passwordUnavailable, default: 0] >= 1 }

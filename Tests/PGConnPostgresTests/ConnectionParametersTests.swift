@@ -39,12 +39,14 @@ import Testing
 
     @Test func unreadablePasswordSourcesFailWithReasonPasswordUnavailable() {
         let missing = ConnectionParameters.overrides(for: target(password: .file("/nonexistent/pw")), purpose: .session)
-        #expect(throws: Failure(reason: .passwordUnavailable, message: "cannot read password_file /nonexistent/pw: No such file or directory")) {
+        let noFile = "cannot read password_file /nonexistent/pw: No such file or directory"
+        #expect(throws: Failure(reason: .passwordUnavailable, message: noFile)) {
             try missing.get()
         }
         let unset = ConnectionParameters.overrides(
             for: target(password: .environment("PGCONN_TEST_UNSET_VARIABLE")), purpose: .session)
-        #expect(throws: Failure(reason: .passwordUnavailable, message: "password_env PGCONN_TEST_UNSET_VARIABLE is not set")) {
+        let noVariable = "password_env PGCONN_TEST_UNSET_VARIABLE is not set"
+        #expect(throws: Failure(reason: .passwordUnavailable, message: noVariable)) {
             try unset.get()
         }
     }

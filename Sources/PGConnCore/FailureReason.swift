@@ -16,6 +16,9 @@ public enum FailureReason: String, CaseIterable, Sendable, Hashable, Codable {
     case tls
     /// Authentication rejected (SQLSTATE class 28), including `pg_hba.conf` rejections.
     case auth
+    /// The exporter had no password to send: `password_file` unreadable or `password_env` unset. Nothing reached
+    /// the server (so no account can lock); unlike `auth`, the fix is on the exporter's host.
+    case passwordUnavailable = "password_unavailable"
     /// The database does not exist (3D000).
     case databaseMissing = "database_missing"
     /// `max_connections` or a role/database connection limit reached (53300).

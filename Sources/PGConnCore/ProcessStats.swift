@@ -1,15 +1,10 @@
-import Foundation
-
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// The exporter's own resource usage, for the standard `process_*` metrics.
 ///
 /// Same sources and semantics as the Go client's process collector: CPU (user + system), resident and
 /// virtual memory, start time from `/proc/self/stat`; the soft `Max open files` from `/proc/self/limits`;
 /// open descriptors counted in `/proc/self/fd` (the directory handle used to count them included, as in Go);
-/// boot time from `btime` in `/proc/stat`. The parsers are pure; only ``readCurrent()`` touches the files.
+/// boot time from `btime` in `/proc/stat`. These parsers are pure: the executable reads the files
+/// (`ProcessStats+Proc.swift` in pgconn_exporter) and passes their text.
 public struct ProcessStats: Sendable, Equatable {
     /// User plus system CPU time, in seconds (`process_cpu_seconds_total`).
     public var cpuSecondsTotal: Double
@@ -72,24 +67,6 @@ public struct ProcessStats: Sendable, Equatable {
             if words.count == 2, words[0] == "btime", let seconds = Int(words[1]) { return Double(seconds) }
         }
         return nil
-    }
-
-    /// Reads the current process's stats from `/proc`; nil where there is no `/proc` (macOS) or a file is unreadable.
-    public static func readCurrent() -> ProcessStats? {
-        #if os(Linux)
-            guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
-                let limits = try? String(contentsOfFile: "/proc/self/limits", encoding: .utf8),
-                let procStat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-                let bootTime = bootTime(procStat: procStat),
-                let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")
-            else { return nil }
-            return parse(
-                stat: stat, limits: limits, openFDs: descriptors.count,
-                clockTicksPerSecond: sysconf(Int32(_SC_CLK_TCK)), pageSize: sysconf(Int32(_SC_PAGESIZE)),
-                bootTimeSeconds: bootTime)
-        #else
-            return nil
-        #endif
     }
 }
 

@@ -1,12 +1,13 @@
 /// The configuration after validation: every value present, in range and typed.
 ///
-/// Only ``ConfigLoader`` builds one (from YAML). Everything downstream reads this and never the raw
-/// YAML, so no check is repeated and none is forgotten.
+/// Only ``ConfigLoader`` builds one (from YAML): the initializer and the setters are internal, so outside
+/// PGConnCore every value has been through validation (tests use `@testable import`). Everything downstream
+/// reads this and never the raw YAML, so no check is repeated and none is forgotten.
 public struct ValidatedConfig: Sendable, Equatable {
-    public var health: HealthRequirement
-    public var targets: [TargetConfig]
+    public internal(set) var health: HealthRequirement
+    public internal(set) var targets: [TargetConfig]
 
-    public init(health: HealthRequirement, targets: [TargetConfig]) {
+    init(health: HealthRequirement, targets: [TargetConfig]) {
         self.health = health
         self.targets = targets
     }
@@ -100,25 +101,27 @@ public struct DSNSummary: Sendable, Equatable {
 }
 
 /// One monitored database endpoint with every setting resolved (target values over `defaults`).
+///
+/// Built only by ``ConfigLoader``, like ``ValidatedConfig``: the initializer and the setters are internal.
 public struct TargetConfig: Sendable, Equatable {
-    public var name: String
+    public internal(set) var name: String
     /// The connection string as written (URI or key=value). May hold a password: never log or show it.
-    public var dsn: String
-    public var summary: DSNSummary
-    public var password: PasswordSource
-    public var query: String
-    public var probeInterval: Duration
-    public var probeTimeout: Duration
-    public var connectTimeout: Duration
+    public internal(set) var dsn: String
+    public internal(set) var summary: DSNSummary
+    public internal(set) var password: PasswordSource
+    public internal(set) var query: String
+    public internal(set) var probeInterval: Duration
+    public internal(set) var probeTimeout: Duration
+    public internal(set) var connectTimeout: Duration
     /// `.zero` turns login checks off.
-    public var loginInterval: Duration
-    public var backoff: BackoffConfig
-    public var keepalives: KeepaliveConfig
-    public var expect: ExpectedRole
+    public internal(set) var loginInterval: Duration
+    public internal(set) var backoff: BackoffConfig
+    public internal(set) var keepalives: KeepaliveConfig
+    public internal(set) var expect: ExpectedRole
     /// Extra labels for `pgconn_target_info`, sorted by key.
-    public var labels: [(key: String, value: String)]
+    public internal(set) var labels: [(key: String, value: String)]
 
-    public init(
+    init(
         name: String, dsn: String, summary: DSNSummary, password: PasswordSource = .none,
         query: String = "SELECT 1", probeInterval: Duration = .seconds(5), probeTimeout: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), loginInterval: Duration = .seconds(60),

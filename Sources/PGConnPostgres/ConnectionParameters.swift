@@ -65,15 +65,15 @@ enum ConnectionParameters {
 
     /// Reads a password source; `nil` for none. Blocks on a file read, so it runs on a worker thread.
     ///
-    /// A missing file or unset variable is ``FailureReason/other`` with the path or name in the message: the
-    /// server never saw an attempt, so it is not `auth`.
+    /// A missing file or unset variable is ``FailureReason/passwordUnavailable`` with the path or name in the
+    /// message: the server never saw an attempt, so it is not `auth`.
     static func readPassword(_ source: PasswordSource) -> Result<String?, Failure> {
         switch source {
         case .none:
             return .success(nil)
         case .environment(let name):
             guard let value = getenv(name) else {
-                return .failure(Failure(reason: .other, message: "password_env \(name) is not set"))
+                return .failure(Failure(reason: .passwordUnavailable, message: "password_env \(name) is not set"))
             }
             return .success(String(cString: value))
         case .file(let path):
@@ -85,7 +85,7 @@ enum ConnectionParameters {
     /// FIFO or a device would block a worker for good, so it is opened without blocking and refused.
     static func readPasswordFile(_ path: String) -> Result<String, Failure> {
         func failed(_ why: String) -> Result<String, Failure> {
-            .failure(Failure(reason: .other, message: "cannot read password_file \(path): \(why)"))
+            .failure(Failure(reason: .passwordUnavailable, message: "cannot read password_file \(path): \(why)"))
         }
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { return failed(String(cString: strerror(errno))) }

@@ -19,7 +19,8 @@ import Testing
         ])
         let metrics = fixture.metrics
         let router = ExporterRouter(
-            renderMetrics: { metrics.render(wallClock: Date().timeIntervalSince1970, process: ProcessStats.readCurrent()) },
+            // No process_* families: reading /proc is the executable's job, and this test is about the monitor.
+            renderMetrics: { metrics.render(wallClock: Date().timeIntervalSince1970, process: nil) },
             isReady: { fixture.monitor.isReady }, landingTargets: { [] }, version: "test")
         let http = HTTPServer(listenAddress: "127.0.0.1:0", handler: router.handle)
         try http.start()

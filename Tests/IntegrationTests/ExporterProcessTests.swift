@@ -13,7 +13,7 @@ import Testing
 
     static let invalidConfigs: [(String, String, [String])] = [
         (
-            "timeout not shorter",
+            "timeout longer than the interval",
             """
             targets:
               - name: db
@@ -21,7 +21,20 @@ import Testing
                 probe_interval: 1s
                 probe_timeout: 2s
             """,
-            ["targets[0].probe_timeout: must be shorter than probe_interval (2s >= 1s)"]
+            ["targets[0].probe_timeout: must not be longer than probe_interval (2s > 1s)"]
+        ),
+        (
+            "COPY in the probe query",
+            """
+            targets:
+              - name: db
+                dsn: host=127.0.0.1 user=postgres
+                query: COPY (SELECT 1) TO STDOUT
+            """,
+            [
+                "targets[0].query: COPY is not allowed in a probe query (statement 1 of 1 starts with COPY, "
+                    + "which streams data instead of returning a result)"
+            ]
         ),
         (
             "unknown key and duplicate name",
@@ -89,7 +102,13 @@ import Testing
         let binary = try ExporterBinary.url().path
         let missing = try runCommand(binary, ["--config.file=/nonexistent/pgconn.yml"])
         #expect(missing.status == 1)
-        #expect(missing.stderr.contains(#"cannot read config file "/nonexistent/pgconn.yml": no such file or directory"#))
+        #expect(
+            missing.stderr
+                == "pgconn_exporter: error: /nonexistent/pgconn.yml: "
+                + #"cannot read config file "/nonexistent/pgconn.yml": no such file or directory"# + "\n")
+        let directory = try runCommand(binary, ["--config.check", "--config.file=/"])
+        #expect(directory.status == 1)
+        #expect(directory.stderr == #"pgconn_exporter: error: /: cannot read config file "/": is a directory"# + "\n")
 
         let level = try runCommand(binary, ["--log.level=verbose"])
         #expect(level.status != 0)
@@ -101,6 +120,33 @@ import Testing
         let version = try runCommand(binary, ["--version"])
         #expect(version.status == 0)
         #expect(version.stdout == "0.1.0\n")
+    }
+
+    /// The `process_*` families, read from /proc by the executable; no database needed.
+    @Test func processMetricsDescribeTheExporterProcess() throws {
+        let directory = try TemporaryDirectory()
+        let config = try directory.write("valid.yml", Self.validConfig)
+        let port = TestPostgres.freePort()
+        let started = Date().timeIntervalSince1970
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        defer { exporter.kill() }
+        try eventually(timeout: .seconds(20)) { try httpGet(port: port, path: "/-/healthy").status == 200 }
+        let body = try httpGet(port: port, path: "/metrics").body
+        func value(_ name: String) -> Double? {
+            let line = body.split(separator: "\n").first { $0.hasPrefix("\(name) ") }
+            return line.flatMap { Double($0.split(separator: " ")[1]) }
+        }
+        let resident = try #require(value("process_resident_memory_bytes"))
+        #expect(resident > 0)
+        #expect(try #require(value("process_virtual_memory_bytes")) >= resident)
+        #expect(try #require(value("process_cpu_seconds_total")) >= 0)
+        let openFDs = try #require(value("process_open_fds"))
+        #expect(openFDs > 0)
+        #expect(try #require(value("process_max_fds")) >= openFDs)
+        // btime is whole seconds, so allow a second of rounding either way.
+        let start = try #require(value("process_start_time_seconds"))
+        #expect(start >= started - 1 && start <= Date().timeIntervalSince1970 + 1)
     }
 
     @Test func portInUseIsAClearError() throws {

@@ -132,6 +132,26 @@ import Testing
         #expect(fixture.monitor.isReady, "every target has reported once")
     }
 
+    /// No password to send is the exporter's problem, not the server's: nothing is sent, and it is not `auth`.
+    @Test func missingPasswordIsPasswordUnavailableNotAuth() throws {
+        let closedPort = TestPostgres.freePort()
+        let dsn = "host=127.0.0.1 port=\(closedPort) user=monitor"
+        let fixture = try MonitorFixture([
+            try testTarget(
+                "no_file", dsn: dsn, password: .file("/nonexistent/pgconn.password"),
+                loginInterval: .milliseconds(300)),
+            try testTarget("no_env", dsn: dsn, password: .environment("PGCONN_TEST_UNSET_PASSWORD")),
+        ])
+        try fixture.await("no_file") { $0.connectionFailures[.passwordUnavailable, default: 0] >= 1 }
+        try fixture.await("no_file") { $0.loginFailures[.passwordUnavailable, default: 0] >= 1 }
+        try fixture.await("no_env") { $0.connectionFailures[.passwordUnavailable, default: 0] >= 1 }
+        for name in ["no_file", "no_env"] {
+            let series = fixture.series(name)
+            #expect(series.connectionFailures[.auth] == 0, "\(name)")
+            #expect(series.connectionFailures[.refused] == 0, "\(name): the closed port was never tried")
+        }
+    }
+
     @Test func probeQueryErrorKeepsTheSession() throws {
         let server = try TestPostgres.start()
         defer { server.cleanup() }

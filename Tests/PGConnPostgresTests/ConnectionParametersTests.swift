@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import PGConnCore
+@testable import PGConnCore
 import Testing
 
 @testable import PGConnPostgres
@@ -65,10 +65,10 @@ import Testing
     }
 
     @Test func unreadablePasswordSourcesFailBeforeTheServerSeesAnything() {
-        #expect(throws: Failure(reason: .other, message: "cannot read password_file /nonexistent/pw: No such file or directory")) {
+        #expect(throws: Failure(reason: .passwordUnavailable, message: "cannot read password_file /nonexistent/pw: No such file or directory")) {
             try ConnectionParameters.readPassword(.file("/nonexistent/pw")).get()
         }
-        #expect(throws: Failure(reason: .other, message: "password_env PGCONN_TEST_UNSET_VARIABLE is not set")) {
+        #expect(throws: Failure(reason: .passwordUnavailable, message: "password_env PGCONN_TEST_UNSET_VARIABLE is not set")) {
             try ConnectionParameters.readPassword(.environment("PGCONN_TEST_UNSET_VARIABLE")).get()
         }
     }
@@ -78,10 +78,10 @@ import Testing
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("pw-fifo-\(UUID().uuidString)").path
         #expect(mkfifo(path, 0o600) == 0)
         defer { unlink(path) }
-        #expect(throws: Failure(reason: .other, message: "cannot read password_file \(path): not a regular file")) {
+        #expect(throws: Failure(reason: .passwordUnavailable, message: "cannot read password_file \(path): not a regular file")) {
             try ConnectionParameters.readPassword(.file(path)).get()
         }
-        #expect(throws: Failure(reason: .other, message: "cannot read password_file /dev/null: not a regular file")) {
+        #expect(throws: Failure(reason: .passwordUnavailable, message: "cannot read password_file /dev/null: not a regular file")) {
             try ConnectionParameters.readPassword(.file("/dev/null")).get()
         }
     }

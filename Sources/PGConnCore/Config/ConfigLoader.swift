@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-    internal import Glibc
-#elseif canImport(Darwin)
-    internal import Darwin
-#endif
 internal import Yams
 
 /// Turns the YAML config (DESIGN.md section 5) into a ``ValidatedConfig``, or every reason it cannot.
@@ -10,7 +5,8 @@ internal import Yams
 /// The YAML is composed into a node tree with Yams and walked by hand, so unknown keys are rejected and every
 /// error names its path (`targets[2].dsn: ...`). Problems are collected in one pass rather than stopping at the
 /// first. Connection strings are checked by the injected `parseDSN`, because libpq's parser lives outside the
-/// core; password files are not read here but on every connect, so a rotated secret needs no reload.
+/// core; password files are not read here but on every connect, so a rotated secret needs no reload. The
+/// loader does no I/O: the executable reads the config file and hands over its text.
 public enum ConfigLoader {
     /// Loads a config from YAML text.
     public static func load(
@@ -28,22 +24,6 @@ public enum ConfigLoader {
         let config = readConfig(root ?? Node.mapping(.init([])), reader: &reader, parseDSN: parseDSN)
         if let config, reader.messages.isEmpty { return .success(config) }
         return .failure(ConfigError(messages: reader.messages))
-    }
-
-    /// Loads a config from a file; a file that cannot be read gives one message naming it.
-    public static func load(
-        file path: String, parseDSN: (String) -> Result<DSNSummary, DSNError>
-    ) -> Result<ValidatedConfig, ConfigError> {
-        let bytes: [UInt8]
-        switch readFile(path) {
-        case .success(let contents): bytes = contents
-        case .failure(let problem):
-            return .failure(ConfigError(messages: ["cannot read config file \"\(path)\": \(problem.message)"]))
-        }
-        guard let yaml = String(validating: bytes, as: UTF8.self) else {
-            return .failure(ConfigError(messages: ["cannot read config file \"\(path)\": not valid UTF-8"]))
-        }
-        return load(yaml: yaml, parseDSN: parseDSN)
     }
 
     // MARK: - Sections
@@ -230,7 +210,7 @@ public enum ConfigLoader {
             targets.append(
                 TargetConfig(
                     name: name, dsn: dsn, summary: summary, password: password, query: settings.query,
-                    probeInterval: settings.probeInterval, probeTimeout: settings.probeTimeout,
+                    probeInterval: settings.probeInterval, probeTimeout: settings.resolvedProbeTimeout,
                     connectTimeout: settings.connectTimeout, loginInterval: settings.loginInterval,
                     backoff: settings.backoff, keepalives: settings.keepalives, expect: expect, labels: labels))
         }
@@ -313,33 +293,6 @@ public enum ConfigLoader {
             return "YAML error at offset \(offset.map(String.init) ?? "?"): \(problem)"
         default:
             return "YAML error: \(error)"
-        }
-    }
-
-    /// Why a file could not be read, as `strerror` words it (`no such file or directory`).
-    private struct ReadProblem: Error {
-        var message: String
-
-        init(errno code: Int32) {
-            message = String(cString: strerror(code)).lowercased()
-        }
-    }
-
-    /// The whole file, read with plain POSIX calls so a failure has the system's exact reason.
-    private static func readFile(_ path: String) -> Result<[UInt8], ReadProblem> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return .failure(ReadProblem(errno: errno)) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count == 0 { return .success(bytes) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                return .failure(ReadProblem(errno: errno))
-            }
-            bytes += chunk[..<count]
         }
     }
 }

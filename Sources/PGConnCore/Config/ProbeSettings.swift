@@ -6,7 +6,8 @@ internal import Yams
 /// `backoff: {max: 30s}` keeps the other backoff values).
 struct ProbeSettings: Equatable {
     var probeInterval: Duration = .seconds(5)
-    var probeTimeout: Duration = .seconds(2)
+    /// `nil` while neither `defaults` nor the target set it; see ``resolvedProbeTimeout``.
+    var probeTimeout: Duration?
     var connectTimeout: Duration = .seconds(5)
     /// `.zero` turns login checks off.
     var loginInterval: Duration = .seconds(60)
@@ -16,6 +17,14 @@ struct ProbeSettings: Equatable {
 
     /// The built-in defaults, as documented in DESIGN.md section 5.
     static let builtIn = ProbeSettings()
+
+    /// The probe timeout when none is written: 2s, or `probe_interval` if that is shorter.
+    static let defaultProbeTimeout: Duration = .seconds(2)
+
+    /// The probe timeout in effect: the one written, else ``defaultProbeTimeout`` capped at `probe_interval`.
+    ///
+    /// As Prometheus' `scrape_timeout`: `probe_interval: 1s` alone is valid and probes with a 1s timeout.
+    var resolvedProbeTimeout: Duration { probeTimeout ?? min(Self.defaultProbeTimeout, probeInterval) }
 
     /// These settings with every key that `overrides` sets replaced.
     func applying(_ overrides: ProbeSettingsOverrides) -> ProbeSettings {
@@ -76,6 +85,9 @@ struct ProbeSettingsOverrides {
             if let text = query, text.allSatisfy(\.isWhitespace) {
                 reader.report(path, "must not be empty")
                 query = nil
+            } else if let text = query, let problem = Self.copyProblem(text) {
+                reader.report(path, problem)
+                query = nil
             }
         case "backoff": readBackoff(value, path: path, reader: &reader)
         case "keepalives": readKeepalives(value, path: path, reader: &reader)
@@ -130,6 +142,17 @@ struct ProbeSettingsOverrides {
         }
     }
 
+    /// Why `query` cannot be a probe because one of its statements is a COPY, or `nil`.
+    ///
+    /// A COPY makes the server stream rows (or wait for them, `FROM STDIN`) instead of returning a result: the
+    /// probe would never finish as a query, and a `COPY ... TO STDOUT` of a big table floods the exporter.
+    private static func copyProblem(_ query: String) -> String? {
+        let words = SQLStatements.leadingWords(of: query)
+        guard let index = words.firstIndex(of: "copy") else { return nil }
+        return "COPY is not allowed in a probe query (statement \(index + 1) of \(words.count) starts with COPY, "
+            + "which streams data instead of returning a result)"
+    }
+
     /// `duration` if it is greater than zero; otherwise reports it and returns `nil`.
     private static func positive(_ duration: Duration?, _ path: String, _ reader: inout ConfigReader) -> Duration? {
         guard let duration else { return nil }
@@ -159,11 +182,11 @@ struct ProbeSettingsOverrides {
     func checkConsistency(of resolved: ProbeSettings, path: String, reader: inout ConfigReader) {
         if probeInterval != nil || probeTimeout != nil,
             invalidKeys.isDisjoint(with: ["probe_interval", "probe_timeout"]),
-            resolved.probeTimeout >= resolved.probeInterval
+            resolved.resolvedProbeTimeout > resolved.probeInterval
         {
             reader.report(
                 ConfigReader.path(path, "probe_timeout"),
-                "must be shorter than probe_interval (\(resolved.probeTimeout.prometheusString) >= "
+                "must not be longer than probe_interval (\(resolved.resolvedProbeTimeout.prometheusString) > "
                     + "\(resolved.probeInterval.prometheusString))")
         }
         if backoffInitial != nil || backoffMax != nil,

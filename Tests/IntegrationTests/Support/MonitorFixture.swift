@@ -1,7 +1,10 @@
 import Foundation
 import Logging
-import PGConnCore
 import PGConnPostgres
+
+// @testable: only ConfigLoader builds a ValidatedConfig or TargetConfig outside the module, and these tests want
+// exact settings without going through YAML (`swift test` builds every module with testing enabled).
+@testable import PGConnCore
 
 /// A monitor running in this process against real servers, with its metrics store at hand.
 ///

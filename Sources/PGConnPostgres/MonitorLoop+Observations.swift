@@ -6,7 +6,7 @@ import PGConnCore
 ///
 /// The log gets one line per state change and per health flip, but a target failing the same way again and
 /// again (``FailureLogState``) logs the first failure, a summary every five minutes, and its recovery, so a
-/// fleet of broken targets cannot flood stderr.
+/// fleet of broken targets cannot flood stderr; the repeats are logged at debug level.
 extension MonitorLoop {
     func observe(_ target: TargetRuntime, _ observations: [SessionStateMachine.Observation], now: MonotonicInstant) {
         let wallClock = Self.wallClockNow()
@@ -49,6 +49,7 @@ extension MonitorLoop {
             case .log:
                 break
             case .suppress:
+                logger.debug("session state changed", metadata: metadata)  // every attempt, at debug level
                 return
             case .summary(let repeats):
                 metadata["repeated"] = "\(repeats)"
@@ -56,7 +57,8 @@ extension MonitorLoop {
                 return
             }
         } else if to == .connecting && from == .backoff && target.failureLog.isFailing {
-            return  // each retry of a failure already logged
+            logger.debug("session state changed", metadata: metadata)  // each retry of a failure already logged
+            return
         } else if to == .up {
             let repeats = target.failureLog.succeeded()
             if repeats > 0 { metadata["repeated"] = "\(repeats)" }

@@ -267,8 +267,9 @@ import Testing
         let clock = ContinuousClock()
         let start = clock.now
         let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory,
-            standardError: pipe)
+            // Debug level: every failed attempt logs (at info a repeated failure logs once every five minutes).
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)", "--log.level=debug"],
+            directory: directory, standardError: pipe)
         defer { exporter.kill() }
         try pipe.fileHandleForReading.close()
         try? pipe.fileHandleForWriting.close()
@@ -340,8 +341,9 @@ import Testing
         let port = TestPostgres.freePort()
         let pipe = Pipe()  // The read end stays open and unread until the end of the test.
         let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory,
-            standardError: pipe)
+            // Debug level: every failed attempt logs (at info a repeated failure logs once every five minutes).
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)", "--log.level=debug"],
+            directory: directory, standardError: pipe)
         defer {
             exporter.kill()
             try? pipe.fileHandleForReading.close()

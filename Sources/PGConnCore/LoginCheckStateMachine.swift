@@ -13,6 +13,10 @@
 /// 10 s, so a fresh exporter knows every login's state quickly), and each later one waits `login_interval`
 /// ±10%, which keeps targets drifting apart. Like ``SessionStateMachine``, it does no I/O: the monitor opens
 /// and closes the connection when the returned actions say so.
+///
+/// A check refused for its credentials (`auth`, `database_missing`) counts toward account lockouts like any
+/// login: the next one waits at least the credential backoff (``BackoffConfig/credentialFailures(after:)``,
+/// 60 s doubling to 15 min) unless ``credentialsChanged(now:)`` says the password source changed.
 public struct LoginCheckStateMachine: Sendable {
     public enum Action: Equatable, Sendable {
         /// Start a fresh non-blocking connect; report `succeeded` or `failed`.
@@ -50,13 +54,17 @@ public struct LoginCheckStateMachine: Sendable {
     private(set) var state: State
     /// Whether the last check succeeded; `nil` before the first one finished.
     public private(set) var lastSucceeded: Bool?
+    /// The next check waits on the credential backoff, after a credential failure.
+    public private(set) var isWaitingOnCredentials = false
     private var random: SplitMix64
+    private var credentialBackoff: Backoff
 
-    public init(interval: Duration, timeout: Duration, seed: UInt64) {
+    public init(interval: Duration, timeout: Duration, seed: UInt64, backoff: BackoffConfig = .default) {
         self.interval = interval
         self.timeout = timeout
         self.state = interval > .zero ? .idle : .disabled
         self.random = SplitMix64(seed: seed)
+        self.credentialBackoff = Backoff(config: .credentialFailures(after: backoff), seed: ~seed)
     }
 
     /// The window the first check starts in: `interval`, at most ``maximumStartSpread``.
@@ -114,6 +122,14 @@ public struct LoginCheckStateMachine: Sendable {
         if case .running(nil) = state { state = .running(started: now) }
     }
 
+    /// The password source changed while the next check waits on the credential backoff: check now.
+    public mutating func credentialsChanged(now: MonotonicInstant) -> Output {
+        guard isWaitingOnCredentials, case .waiting = state else { return Output() }
+        isWaitingOnCredentials = false
+        state = .waiting(next: now)
+        return Output()
+    }
+
     /// Stops the schedule, closing a check in progress.
     public mutating func stop() -> Output {
         let running = if case .running = state { true } else { false }
@@ -122,7 +138,15 @@ public struct LoginCheckStateMachine: Sendable {
     }
 
     private mutating func finish(started: MonotonicInstant, now: MonotonicInstant, failure: Failure?) -> Output {
-        state = .waiting(next: started + interval * (1 + Self.jitter * (2 * random.nextUnit() - 1)))
+        var wait = interval * (1 + Self.jitter * (2 * random.nextUnit() - 1))
+        if let failure, SessionStateMachine.isCredentialFailure(failure.reason) {
+            wait = max(wait, credentialBackoff.next())
+            isWaitingOnCredentials = true
+        } else {
+            if failure == nil { credentialBackoff.reset() }
+            isWaitingOnCredentials = false
+        }
+        state = .waiting(next: started + wait)
         var output = Output(actions: [.closeConnection])
         if let failure {
             output.observations.append(.failed(failure, duration: now - started))

@@ -260,12 +260,16 @@ public struct SessionStateMachine: Sendable {
     /// The password source changed while backing off after a credential failure: try again now, since the
     /// wait was only there to keep a wrong password from locking the account.
     public mutating func credentialsChanged(now: MonotonicInstant) -> Output {
-        guard case .backoff = state, let reason = backoffReason, Self.isCredentialFailure(reason) else {
-            return Output()
-        }
+        guard isWaitingOnCredentials else { return Output() }
         var output = Output()
         beginConnecting(now: now, from: .backoff, failure: nil, into: &output)
         return output
+    }
+
+    /// Backing off after a credential failure: a changed password source is worth trying at once.
+    public var isWaitingOnCredentials: Bool {
+        guard case .backoff = state, let backoffReason else { return false }
+        return Self.isCredentialFailure(backoffReason)
     }
 
     /// Failures that the same credentials will meet again, and that count toward account lockouts.

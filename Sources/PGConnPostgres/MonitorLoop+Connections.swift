@@ -69,7 +69,10 @@ extension MonitorLoop {
         switch result {
         case .success(let password):
             slot.password = password
-            if role == .session { target.sessionPasswordHash = password?.hashValue }
+            switch role {
+            case .session: target.sessionPasswordHash = password?.hashValue
+            case .login: target.loginPasswordHash = password?.hashValue
+            }
             resolve(slot, of: target, now: now)
         case .failure(let failure):
             slot.stage = .idle

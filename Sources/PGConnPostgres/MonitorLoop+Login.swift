@@ -13,6 +13,7 @@ extension MonitorLoop {
             }
         }
         reschedule(target)
+        scheduleCredentialCheck(target, now: now)
     }
 
     func loginSocketReady(_ target: TargetRuntime, now: MonotonicInstant) {

@@ -125,13 +125,11 @@ extension MonitorLoop {
 
     // MARK: - A changed password during a credential backoff
 
-    /// While the session backs off after a credential failure with a password file, the file is read every
+    /// While the session or the login check waits after a credential failure, a password file is read every
     /// ``credentialCheckInterval`` (on a worker); a different password ends the wait (``credentialsRead``).
-    private func scheduleCredentialCheck(_ target: TargetRuntime, now: MonotonicInstant) {
-        guard target.scheduledCredentialCheck == nil, case .file = target.config.password,
-            target.session.stateName == .backoff, let reason = target.session.backoffReason,
-            SessionStateMachine.isCredentialFailure(reason)
-        else { return }
+    func scheduleCredentialCheck(_ target: TargetRuntime, now: MonotonicInstant) {
+        guard target.scheduledCredentialCheck == nil, case .file = target.config.password else { return }
+        guard target.session.isWaitingOnCredentials || target.login.isWaitingOnCredentials else { return }
         let at = now + Self.credentialCheckInterval
         target.scheduledCredentialCheck = at
         timers.push(at, TimerTag(id: target.id, kind: .credentials))
@@ -147,9 +145,15 @@ extension MonitorLoop {
     }
 
     func credentialsRead(_ target: TargetRuntime, _ result: Result<String?, Failure>, now: MonotonicInstant) {
-        if case .success(let password) = result, password?.hashValue != target.sessionPasswordHash {
-            logger.info("password file changed: reconnecting now", metadata: ["target": "\(target.config.name)"])
-            drive(target, target.session.credentialsChanged(now: now), now: now)
+        if case .success(let password) = result {
+            let hash = password?.hashValue
+            let session = target.session.isWaitingOnCredentials && hash != target.sessionPasswordHash
+            let login = target.login.isWaitingOnCredentials && hash != target.loginPasswordHash
+            if session || login {
+                logger.info("password file changed: trying it now", metadata: ["target": "\(target.config.name)"])
+            }
+            if session { drive(target, target.session.credentialsChanged(now: now), now: now) }
+            if login { driveLogin(target, target.login.credentialsChanged(now: now), now: now) }
         }
         target.scheduledCredentialCheck = nil
         scheduleCredentialCheck(target, now: now)

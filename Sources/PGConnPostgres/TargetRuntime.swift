@@ -93,8 +93,10 @@ final class TargetRuntime {
     var sendsServerTimeouts = true
     /// A cancel request of this target's is being sent: at most one at a time.
     var cancelInFlight = false
-    /// The password the session last connected with (hashed, in-process only), to notice a changed file.
+    /// The passwords the session and the login check last connected with (hashed, in-process only), to notice
+    /// a changed file.
     var sessionPasswordHash: Int?
+    var loginPasswordHash: Int?
     /// Whether this target has counted toward readiness.
     var reported = false
     /// The failure being logged as ongoing, to log a repeated identical failure once (``FailureLogState``).
@@ -107,7 +109,7 @@ final class TargetRuntime {
         self.hostsNeedingLookup = HostResolver.hostsNeedingLookup(values: dsnValues)
         self.session = SessionStateMachine(config: config, seed: seed)
         self.login = LoginCheckStateMachine(
-            interval: config.loginInterval, timeout: config.connectTimeout, seed: ~seed)
+            interval: config.loginInterval, timeout: config.connectTimeout, seed: ~seed, backoff: config.backoff)
     }
 
     func slot(_ role: ConnectionRole) -> ConnectionSlot { role == .session ? sessionSlot : loginSlot }

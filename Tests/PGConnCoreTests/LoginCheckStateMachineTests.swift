@@ -95,3 +95,30 @@ import Testing
         #expect(waiting.stop().actions.isEmpty, "nothing to close between checks")
     }
 }
+
+@Suite struct LoginCheckCredentialBackoffTests {
+    func at(_ seconds: Double) -> MonotonicInstant { MonotonicInstant(nanoseconds: Int64(seconds * 1e9)) }
+
+    /// A login check with a wrong password every 60 s would make 15 failed logins in 15 minutes: enough to lock
+    /// an LDAP/AD account. After a credential failure it waits on the credential backoff instead.
+    @Test func aCredentialFailureStretchesTheWaitUntilThePasswordChanges() {
+        var machine = LoginCheckStateMachine(
+            interval: .seconds(1), timeout: .seconds(1), seed: 3,
+            backoff: BackoffConfig(initial: .seconds(1), max: .seconds(4), multiplier: 2, jitter: 0))
+        _ = machine.start(now: at(0))
+        let started = machine.deadline!
+        _ = machine.timerFired(now: started)
+        let auth = Failure(reason: .auth, sqlstate: "28P01", message: "password authentication failed")
+        _ = machine.failed(auth, now: started + .milliseconds(10))
+        #expect(machine.isWaitingOnCredentials)
+        #expect(machine.deadline == started + .seconds(60), "at least a minute, not the 1 s interval")
+        #expect(machine.credentialsChanged(now: started + .seconds(5)) == LoginCheckStateMachine.Output())
+        #expect(machine.deadline == started + .seconds(5), "a changed password is checked at once")
+        #expect(!machine.isWaitingOnCredentials)
+        let refused = Failure(reason: .tooManyConnections, sqlstate: "53300", message: "too many connections")
+        _ = machine.timerFired(now: started + .seconds(5))
+        _ = machine.failed(refused, now: started + .seconds(5.1))
+        #expect(!machine.isWaitingOnCredentials, "other failures keep the interval")
+        #expect(machine.deadline! < started + .seconds(7))
+    }
+}

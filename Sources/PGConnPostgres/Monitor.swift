@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 public import Logging
 public import PGConnCore
 import Synchronization
@@ -87,5 +88,14 @@ final class LoopPublication: Sendable {
         let deadline = earliestDeadline.load(ordering: .relaxed)
         guard deadline != .max, now.nanoseconds > deadline else { return .zero }
         return .nanoseconds(now.nanoseconds - deadline)
+    }
+}
+
+extension MonotonicInstant {
+    /// `CLOCK_MONOTONIC` now: the clock the monitor stamps observations with, for staleness at scrape time.
+    public static func now() -> MonotonicInstant {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return MonotonicInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
     }
 }

@@ -11,7 +11,7 @@ extension MonitorLoop {
     func observe(_ target: TargetRuntime, _ observations: [SessionStateMachine.Observation], now: MonotonicInstant) {
         let wallClock = Self.wallClockNow()
         metrics.update(target.config.name) { series in
-            for observation in observations { series.apply(observation, wallClock: wallClock) }
+            for observation in observations { series.apply(observation, wallClock: wallClock, now: now) }
             series.sync(with: target.session)
         }
         let name = "\(target.config.name)"

@@ -222,12 +222,3 @@ struct LoopGauges: Equatable {
     var connectsWaiting = 0
     var lookupsPending = 0
 }
-
-extension MonotonicInstant {
-    /// `CLOCK_MONOTONIC` now.
-    static func now() -> MonotonicInstant {
-        var spec = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &spec)
-        return MonotonicInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
-    }
-}

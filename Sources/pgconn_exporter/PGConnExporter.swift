@@ -96,7 +96,7 @@ struct PGConnExporter: ParsableCommand {
             telemetryPath: telemetryPath,
             renderMetrics: {
                 metrics.render(
-                    wallClock: Date().timeIntervalSince1970, process: ProcessStats.readCurrent(),
+                    wallClock: Date().timeIntervalSince1970, now: MonotonicInstant.now(), process: ProcessStats.readCurrent(),
                     loopOverdue: monitor.overdue)
             },
             isReady: { monitor.isReady },
@@ -104,7 +104,7 @@ struct PGConnExporter: ParsableCommand {
                 metrics.snapshot().map { series in
                     LandingTarget(
                         name: series.name, state: series.state?.rawValue ?? "starting",
-                        up: series.isUp(wallClock: Date().timeIntervalSince1970))
+                        up: series.isUp(now: MonotonicInstant.now()))
                 }
             },
             version: Self.version)
@@ -128,7 +128,8 @@ struct PGConnExporter: ParsableCommand {
                 "HTTP connection limits",
                 metadata: [
                     "total": "\(limits.total)", "per_address": "\(limits.perAddress)",
-                    "idle_timeout": "\(limits.idleTimeout)", "request_deadline": "\(limits.requestDeadline)",
+                    "idle_timeout": "\(limits.idleTimeout.prometheusString)",
+                    "request_deadline": "\(limits.requestDeadline.prometheusString)",
                 ])
         }
 

@@ -30,6 +30,8 @@ import Testing
             .probeSucceeded(duration: .milliseconds(1), inRecovery: false), .healthChanged(up: true, failure: nil),
         ]
         for observation in observations { series.apply(observation, wallClock: before) }
+        series.state = .up  // what sync(with:) copies from an up machine
+        series.probeHealthy = true
         return series
     }
 
@@ -194,11 +196,25 @@ import Testing
             (true, 1_000.0, 1_000.0, true), (true, 1_000, 1_012, true), (true, 1_000, 1_012.001, false),
             (true, 1_000, 5_000, false), (false, 1_000, 1_001, false), (false, 1_000, 1_000, false),
         ] as [(Bool, Double, Double, Bool)])
-    func isUp(healthy: Bool, lastSuccess: Double, wallClock: Double, expected: Bool) {
+    func isUp(healthy: Bool, lastSuccess: Double, now: Double, expected: Bool) {
         var series = TargetSeries(config: Self.config)
         series.probeHealthy = healthy
-        series.lastSuccess = lastSuccess
-        #expect(series.isUp(wallClock: wallClock) == expected)
+        series.lastSuccessAt = MonotonicInstant(wallClock: lastSuccess)
+        #expect(series.isUp(now: MonotonicInstant(wallClock: now)) == expected)
+    }
+
+    /// Staleness used to compare wall-clock values from two threads, so a clock step read every target 0.
+    @Test func aWallClockStepDoesNotMakeATargetStale() {
+        var series = TargetSeries(config: Self.config)
+        series.apply(.healthChanged(up: true, failure: nil), wallClock: 1_000)
+        series.probeHealthy = true
+        series.apply(
+            .probeSucceeded(duration: .milliseconds(1), inRecovery: nil), wallClock: 1_000,
+            now: MonotonicInstant(nanoseconds: 5_000_000_000))
+        // The wall clock jumps an hour ahead; the monotonic clock has moved one second.
+        #expect(series.isUp(now: MonotonicInstant(nanoseconds: 6_000_000_000)))
+        #expect(series.lastSuccess == 1_000, "the timestamp metric stays wall-clock")
+        #expect(!series.isUp(now: MonotonicInstant(nanoseconds: 18_000_000_001)), "stale after 12 s of monotonic time")
     }
 
     @Test func aHealthySeriesGoesStaleWithoutNewSuccesses() {
@@ -341,13 +357,13 @@ extension TargetSeriesTests {
                 $0.sessionStart = 0
             },
             SessionCase(
-                name: "stateChanged",
-                observation: .stateChanged(from: .up, to: .backoff, failure: terminated)
-            ) { $0.state = .backoff },
+                name: "stateChanged (a gauge set by sync alone)",
+                observation: .stateChanged(from: .up, to: .backoff, failure: terminated), isNoOp: true
+            ) { _ in },
             SessionCase(
-                name: "healthChanged",
-                observation: .healthChanged(up: false, failure: terminated)
-            ) { $0.probeHealthy = false },
+                name: "healthChanged (a gauge set by sync alone)",
+                observation: .healthChanged(up: false, failure: terminated), isNoOp: true
+            ) { _ in },
             SessionCase(name: "outageStarted", observation: .outageStarted) { $0.outages += 1 },
             SessionCase(name: "outageEnded", observation: .outageEnded(duration: .seconds(90))) {
                 $0.outageDuration.observe(90)

@@ -114,13 +114,16 @@ public final class MetricsStore: Sendable {
     }
 
     /// Renders every metric in the text format. `process` is read by the caller (from /proc) at scrape time, and
-    /// so is `loopOverdue` (``Monitor``'s `overdue`), which must be fresh to show a stall while it lasts.
-    public func render(wallClock: Double, process: ProcessStats?, loopOverdue: Duration = .zero) -> [UInt8] {
+    /// so is `loopOverdue` (``Monitor``'s `overdue`), which must be fresh to show a stall while it lasts. `now`
+    /// is the monotonic clock the observations were stamped with (derived from `wallClock` when left out).
+    public func render(
+        wallClock: Double, now: MonotonicInstant? = nil, process: ProcessStats?, loopOverdue: Duration = .zero
+    ) -> [UInt8] {
         let (targets, exporter) = state.withLock { state in
             (state.order.compactMap { state.targets[$0] }, state.exporter)
         }
         var out = ExpositionWriter(reservingCapacity: 2048 + targets.count * 12 * 1024)
-        Self.renderTargets(targets, wallClock: wallClock, into: &out)
+        Self.renderTargets(targets, now: now ?? MonotonicInstant(wallClock: wallClock), into: &out)
         Self.renderExporter(
             buildInfo: buildInfo, exporter, loopOverdue: loopOverdue,
             logLinesDropped: logLinesDropped.load(ordering: .relaxed), into: &out)
@@ -130,7 +133,7 @@ public final class MetricsStore: Sendable {
 
     // MARK: - Families
 
-    private static func renderTargets(_ targets: [TargetSeries], wallClock: Double, into out: inout ExpositionWriter) {
+    private static func renderTargets(_ targets: [TargetSeries], now: MonotonicInstant, into out: inout ExpositionWriter) {
         // Each target's `target="..."` is rendered and escaped once, not once per sample.
         let labelSets = targets.map { LabelSet([("target", $0.name)]) }
         func each(_ body: (TargetSeries, LabelSet) -> Void) {
@@ -162,7 +165,7 @@ public final class MetricsStore: Sendable {
         func bool(_ value: Bool) -> Double { value ? 1 : 0 }
 
         gauge("pgconn_up", "1 if the session's last probe succeeded and is not stale, else 0.") {
-            bool($0.isUp(wallClock: wallClock))
+            bool($0.isUp(now: now))
         }
         gauge("pgconn_login_up", "1 if the last login check (a fresh connection) succeeded, else 0; absent before the first.") {
             $0.loginEnabled && $0.loginChecked ? bool($0.loginUp) : nil

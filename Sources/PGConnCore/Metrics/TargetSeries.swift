@@ -29,6 +29,8 @@ public struct TargetSeries: Sendable {
     public internal(set) var consecutiveFailures = 0
     /// Unix seconds of the last successful probe, 0 before the first.
     public internal(set) var lastSuccess: Double = 0
+    /// The same on the monotonic clock, for staleness: a step of the wall clock must not read every target 0.
+    public internal(set) var lastSuccessAt: MonotonicInstant?
     /// Unix seconds when the current session was established, 0 without a session.
     public internal(set) var sessionStart: Double = 0
     public internal(set) var outages: UInt64 = 0
@@ -77,8 +79,11 @@ public struct TargetSeries: Sendable {
         Dictionary(uniqueKeysWithValues: reasons.map { ($0, 0) })
     }
 
-    /// Applies what the session's state machine observed. `wallClock` is Unix seconds, for timestamps.
-    public mutating func apply(_ observation: SessionStateMachine.Observation, wallClock: Double) {
+    /// Applies what the session's state machine observed. `wallClock` is Unix seconds, for timestamps; `now`
+    /// is the monotonic instant of the observation (tests that keep one clock may leave it to be derived).
+    public mutating func apply(
+        _ observation: SessionStateMachine.Observation, wallClock: Double, now: MonotonicInstant? = nil
+    ) {
         switch observation {
         case .connectionAttempt:
             connectionAttempts += 1
@@ -95,6 +100,7 @@ public struct TargetSeries: Sendable {
             probes += 1
             probeDuration.observe(duration.seconds)
             lastSuccess = wallClock
+            lastSuccessAt = now ?? MonotonicInstant(wallClock: wallClock)
             if let recovery { inRecovery = recovery }
         case .probeFailed(let failure):
             probes += 1
@@ -105,10 +111,8 @@ public struct TargetSeries: Sendable {
         case .reset:
             resets += 1
             sessionStart = 0
-        case .stateChanged(_, let to, _):
-            state = to
-        case .healthChanged(let up, _):
-            probeHealthy = up
+        case .stateChanged, .healthChanged:
+            break  // gauges of the machine's state: set by ``sync(with:)`` alone
         case .outageStarted:
             outages += 1
         case .outageEnded(let duration):
@@ -136,7 +140,9 @@ public struct TargetSeries: Sendable {
         }
     }
 
-    /// Copies the gauges that the state machine holds as state rather than as observations.
+    /// Copies the gauges that the state machine holds as state rather than as observations: `pgconn_state`,
+    /// `pgconn_up`'s health, `pgconn_consecutive_failures`, `pgconn_backoff_seconds`. They are set here and
+    /// nowhere else; counters and histograms come from observations (``apply(_:wallClock:)``).
     public mutating func sync(with session: SessionStateMachine) {
         state = session.stateName
         consecutiveFailures = session.consecutiveFailures
@@ -144,8 +150,18 @@ public struct TargetSeries: Sendable {
         probeHealthy = session.isHealthy
     }
 
-    /// `pgconn_up` at scrape time: healthy, and the last success is recent enough to trust.
-    public func isUp(wallClock: Double) -> Bool {
-        probeHealthy && wallClock - lastSuccess <= staleAfter.seconds
+    /// `pgconn_up` at scrape time: healthy, and the last success is recent enough to trust (on the monotonic
+    /// clock of the process, so a wall-clock step changes nothing).
+    public func isUp(now: MonotonicInstant) -> Bool {
+        guard probeHealthy, let lastSuccessAt else { return false }
+        return now - lastSuccessAt <= staleAfter
     }
+
+    /// ``isUp(now:)`` for callers that use one clock for everything (tests, with wall-clock seconds).
+    public func isUp(wallClock: Double) -> Bool { isUp(now: MonotonicInstant(wallClock: wallClock)) }
+}
+
+extension MonotonicInstant {
+    /// An instant at `wallClock` seconds: for tests and callers that drive everything from one clock.
+    public init(wallClock: Double) { self.init(nanoseconds: Int64(wallClock * 1e9)) }
 }

@@ -20,7 +20,7 @@ import Testing
         let metrics = fixture.metrics
         let router = ExporterRouter(
             // No process_* families: reading /proc is the executable's job, and this test is about the monitor.
-            renderMetrics: { metrics.render(wallClock: Date().timeIntervalSince1970, process: nil) },
+            renderMetrics: { metrics.render(wallClock: Date().timeIntervalSince1970, now: .now(), process: nil) },
             isReady: { fixture.monitor.isReady }, landingTargets: { [] }, version: "test")
         let http = HTTPServer(listenAddress: "127.0.0.1:0", handler: router.handle)
         try http.start()
@@ -49,7 +49,7 @@ import Testing
         let silent = fixture.series("silent")
         #expect(silent.connectionFailures[.timeout, default: 0] >= 1)
         #expect(silent.loginFailures[.timeout, default: 0] >= 1)
-        #expect(!silent.isUp(wallClock: Date().timeIntervalSince1970))
+        #expect(!silent.isUp(now: .now()))
         #expect(blackhole.acceptedCount >= 1, "the monitor really reached the silent host")
         // The healthy target probed on schedule (every 200 ms) all along.
         #expect(fixture.series("healthy").probes >= healthyProbes + 7)
@@ -75,7 +75,7 @@ import Testing
         }
         let fixture = try MonitorFixture(targets, maxConcurrentConnects: 1)
         func page() -> String {
-            String(decoding: fixture.metrics.render(wallClock: Date().timeIntervalSince1970, process: nil), as: UTF8.self)
+            String(decoding: fixture.metrics.render(wallClock: Date().timeIntervalSince1970, now: .now(), process: nil), as: UTF8.self)
         }
         // While the silent host holds the only turn, the others wait, and the gauges say so.
         try eventually(timeout: .seconds(5), poll: .milliseconds(5)) {

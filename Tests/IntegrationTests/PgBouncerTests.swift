@@ -21,7 +21,7 @@ import Testing
 
         try fixture.await("pooled") { $0.isSessionUp && $0.probes >= 3 && $0.serverStartTime != nil }
         let series = fixture.series("pooled")
-        #expect(series.isUp(wallClock: Date().timeIntervalSince1970))
+        #expect(series.isUp(now: .now()))
         #expect(series.probeFailures.values.reduce(0, +) == 0)
         #expect(series.connectionAttempts == 1 && series.resets == 0 && series.totalDisconnects == 0)
 
@@ -56,7 +56,7 @@ import Testing
         // keeps the connection; the monitor leaves the facts out and goes on probing.
         try fixture.await("console") { $0.isSessionUp && $0.probes >= 5 }
         let series = fixture.series("console")
-        #expect(series.isUp(wallClock: Date().timeIntervalSince1970))
+        #expect(series.isUp(now: .now()))
         #expect(series.probeFailures.values.reduce(0, +) == 0, "\(series.probeFailures)")
         #expect(series.connectionAttempts == 1)
         #expect(series.resets == 0 && series.totalDisconnects == 0)
@@ -126,7 +126,7 @@ import Testing
         let lost = fixture.series("pooled")
         let reasons = lost.disconnects.filter { $0.value > 0 }.map(\.key)
         #expect(reasons == [.connectionLost], "classified, got \(lost.disconnects)")
-        #expect(!lost.isUp(wallClock: Date().timeIntervalSince1970))
+        #expect(!lost.isUp(now: .now()))
 
         try fixture.await("pooled") { $0.connectionFailures[.refused, default: 0] >= 2 }
         let after = fixture.series("pooled")
@@ -157,7 +157,7 @@ import Testing
     // MARK: Metrics text
 
     private func render(_ fixture: MonitorFixture) -> String {
-        String(decoding: fixture.metrics.render(wallClock: Date().timeIntervalSince1970, process: nil), as: UTF8.self)
+        String(decoding: fixture.metrics.render(wallClock: Date().timeIntervalSince1970, now: .now(), process: nil), as: UTF8.self)
     }
 
     /// The sample lines of `family` for `target`.

@@ -49,7 +49,7 @@ import Testing
         let lost = fixture.series("db")
         let reasons = lost.disconnects.filter { $0.value > 0 }.map(\.key)
         #expect(reasons == [.adminShutdown] || reasons == [.crashShutdown], "classified, got \(reasons)")
-        #expect(!lost.isUp(wallClock: Date().timeIntervalSince1970))
+        #expect(!lost.isUp(now: .now()))
         try fixture.await("db") { $0.connectionFailures[.refused, default: 0] >= 1 }
 
         let restartedAt = ContinuousClock.now
@@ -195,7 +195,7 @@ import Testing
         try fixture.await("db") { $0.probes >= probes + 3 }
         let series = fixture.series("db")
         #expect(series.isSessionUp, "the established session still answers")
-        #expect(series.isUp(wallClock: Date().timeIntervalSince1970))
+        #expect(series.isUp(now: .now()))
 
         try "second\n".write(to: passwordFile, atomically: true, encoding: .utf8)
         try fixture.await("db") { $0.loginUp }
@@ -214,6 +214,6 @@ import Testing
         try fixture.await("db") { $0.isSessionUp && $0.loginFailures[.tooManyConnections, default: 0] >= 2 }
         let series = fixture.series("db")
         #expect(!series.loginUp)
-        #expect(series.isUp(wallClock: Date().timeIntervalSince1970))
+        #expect(series.isUp(now: .now()))
     }
 }

@@ -50,7 +50,7 @@ import Testing
 
         store.setTargets([])
         #expect(names(store).isEmpty)
-        let page = String(decoding: store.render(wallClock: 0, process: nil), as: UTF8.self)
+        let page = String(decoding: store.render(wallClock: 0, now: MonotonicInstant(wallClock: 0), process: nil), as: UTF8.self)
         #expect(!page.contains("target=\""), "no per-target series left")
         #expect(page.contains("# TYPE pgconn_up gauge\n"), "families are still declared")
     }
@@ -95,7 +95,7 @@ import Testing
         let store = MetricsStore(buildInfo: Self.buildInfo)
         store.setTargets([Self.target("a")])
         store.update("a") { $0.apply(.probeFailed(Failure(reason: .refused, message: "x")), wallClock: 1) }
-        let lines = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
+        let lines = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
             .split(separator: "\n").filter { $0.hasPrefix("pgconn_probe_failures_total{") }
         #expect(lines.first == #"pgconn_probe_failures_total{target="a",reason="refused"} 1"#)
         #expect(lines.count == 12)
@@ -106,30 +106,30 @@ import Testing
         var config = Self.target("a")
         config.loginInterval = .zero
         store.setTargets([config, Self.target("b")])
-        let page = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
+        let page = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(!page.contains(#"pgconn_login_up{target="a"}"#))
         #expect(!page.contains(#"pgconn_login_up{target="b"}"#), "absent until the first check finishes")
         store.update("b") { $0.apply(LoginCheckStateMachine.Observation.failed(Failure(reason: .auth, message: "x"), duration: .zero)) }
-        let checked = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
+        let checked = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(checked.contains(#"pgconn_login_up{target="b"} 0"#))
     }
 
     @Test func renderWithoutProcessStatsHasNoProcessFamilies() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
-        let page = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
+        let page = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(!page.contains("process_"))
         #expect(page.contains("pgconn_exporter_config_last_reload_successful 1\n"))
     }
 
     @Test func droppedLogLinesAddUpInOneCounter() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
-        let empty = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
+        let empty = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(
             empty.contains(
                 "# TYPE pgconn_exporter_log_lines_dropped_total counter\npgconn_exporter_log_lines_dropped_total 0\n"))
         store.recordLogLinesDropped(1)
         store.recordLogLinesDropped(41)
-        let page = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
+        let page = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(page.contains("pgconn_exporter_log_lines_dropped_total 42\n"))
     }
 
@@ -138,7 +138,7 @@ import Testing
         store.recordReload(successful: true, wallClock: 1_700_000_000)
         store.recordReload(successful: false, wallClock: 1_700_000_500)
         store.recordLoopLag(seconds: 0.002)
-        let page = String(decoding: store.render(wallClock: 1, process: nil), as: UTF8.self)
+        let page = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(page.contains("pgconn_exporter_config_last_reload_successful 0\n"))
         #expect(
             page.contains("pgconn_exporter_config_last_reload_success_timestamp_seconds 1700000000\n"),
@@ -412,7 +412,7 @@ extension MetricsStoreTests {
             r.nextLoginCheck(taking: 1, failing: refused)
             r.nextLoginCheck(taking: 2, failing: startingUp)
 
-            return store.render(wallClock: epoch + renderAt, process: process)
+            return store.render(wallClock: epoch + renderAt, now: MonotonicInstant(wallClock: epoch + renderAt), process: process)
         }
     }
 

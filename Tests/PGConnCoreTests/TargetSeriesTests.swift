@@ -220,10 +220,10 @@ import Testing
     @Test func aHealthySeriesGoesStaleWithoutNewSuccesses() {
         var series = Self.baseSeries()
         #expect(series.probeHealthy, "no failure was ever observed")
-        #expect(series.isUp(wallClock: Self.before + 11))
-        #expect(!series.isUp(wallClock: Self.before + 13), "the loop stalled: healthy but stale")
+        #expect(series.isUp(now: MonotonicInstant(wallClock: Self.before + 11)))
+        #expect(!series.isUp(now: MonotonicInstant(wallClock: Self.before + 13)), "the loop stalled: healthy but stale")
         series.apply(.probeSucceeded(duration: .milliseconds(1), inRecovery: nil), wallClock: Self.before + 13)
-        #expect(series.isUp(wallClock: Self.before + 13))
+        #expect(series.isUp(now: MonotonicInstant(wallClock: Self.before + 13)))
     }
 }
 

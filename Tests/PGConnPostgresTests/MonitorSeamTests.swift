@@ -49,7 +49,7 @@ import Testing
             exposition().split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
         }
 
-        func exposition() -> String { String(decoding: metrics.render(wallClock: 0, process: nil), as: UTF8.self) }
+        func exposition() -> String { String(decoding: metrics.render(wallClock: 0, now: .now(), process: nil), as: UTF8.self) }
     }
 
     struct AwaitTimeout: Error { var what: String }

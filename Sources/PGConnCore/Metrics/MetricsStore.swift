@@ -115,15 +115,15 @@ public final class MetricsStore: Sendable {
 
     /// Renders every metric in the text format. `process` is read by the caller (from /proc) at scrape time, and
     /// so is `loopOverdue` (``Monitor``'s `overdue`), which must be fresh to show a stall while it lasts. `now`
-    /// is the monotonic clock the observations were stamped with (derived from `wallClock` when left out).
+    /// is read on the monotonic clock the observations were stamped with (`MonotonicInstant.now()`).
     public func render(
-        wallClock: Double, now: MonotonicInstant? = nil, process: ProcessStats?, loopOverdue: Duration = .zero
+        wallClock: Double, now: MonotonicInstant, process: ProcessStats?, loopOverdue: Duration = .zero
     ) -> [UInt8] {
         let (targets, exporter) = state.withLock { state in
             (state.order.compactMap { state.targets[$0] }, state.exporter)
         }
         var out = ExpositionWriter(reservingCapacity: 2048 + targets.count * 12 * 1024)
-        Self.renderTargets(targets, now: now ?? MonotonicInstant(wallClock: wallClock), into: &out)
+        Self.renderTargets(targets, now: now, into: &out)
         Self.renderExporter(
             buildInfo: buildInfo, exporter, loopOverdue: loopOverdue,
             logLinesDropped: logLinesDropped.load(ordering: .relaxed), into: &out)

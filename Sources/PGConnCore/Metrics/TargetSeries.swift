@@ -156,9 +156,6 @@ public struct TargetSeries: Sendable {
         guard probeHealthy, let lastSuccessAt else { return false }
         return now - lastSuccessAt <= staleAfter
     }
-
-    /// ``isUp(now:)`` for callers that use one clock for everything (tests, with wall-clock seconds).
-    public func isUp(wallClock: Double) -> Bool { isUp(now: MonotonicInstant(wallClock: wallClock)) }
 }
 
 extension MonotonicInstant {

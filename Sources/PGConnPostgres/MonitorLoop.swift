@@ -68,6 +68,13 @@ final class MonitorLoop: @unchecked Sendable {
         metrics.setTargets(config.targets)
     }
 
+    /// A loop that never ran (a monitor that was never started) still ends its worker threads.
+    deinit {
+        lookups.shutdown()
+        files.shutdown()
+        cancels.shutdown(dropQueued: false)
+    }
+
     /// Queues a command for the loop and wakes it. Safe from any thread.
     func send(_ command: Command) {
         commands.withLock { $0.append(command) }

@@ -432,11 +432,27 @@ final class ExporterProcess {
     private let process = Process()
     private let stderrURL: URL
 
-    init(arguments: [String], directory: TemporaryDirectory, standardError pipe: Pipe? = nil) throws {
+    /// - Parameters:
+    ///   - launcher: a command that `exec`s its arguments (the exporter and `arguments`) in the end, such as
+    ///     `unshare -m sh -c '...; exec "$@"' sh`; the exporter keeps the launcher's PID.
+    ///   - environment: extra variables for the exporter.
+    init(
+        arguments: [String], directory: TemporaryDirectory, standardError pipe: Pipe? = nil, launcher: [String] = [],
+        environment: [String: String] = [:]
+    ) throws {
         stderrURL = directory.url.appendingPathComponent("exporter.stderr")
         FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
-        process.executableURL = try ExporterBinary.url()
-        process.arguments = arguments
+        let binary = try ExporterBinary.url()
+        if let first = launcher.first {
+            process.executableURL = URL(fileURLWithPath: first)
+            process.arguments = Array(launcher.dropFirst()) + [binary.path] + arguments
+        } else {
+            process.executableURL = binary
+            process.arguments = arguments
+        }
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         process.standardError = try pipe ?? FileHandle(forWritingTo: stderrURL)
         process.standardOutput = FileHandle.nullDevice
         try process.run()

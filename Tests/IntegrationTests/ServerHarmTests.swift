@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import PGConnCore
 import PGConnPostgres
 import Testing
@@ -115,6 +116,21 @@ import Testing
         let probes = fixture.series("healthy").probes
         try fixture.await("healthy") { $0.isSessionUp && $0.probes >= probes + 5 }
         #expect(fixture.series("copy").probeHealthy == false)
+    }
+
+    /// A FIFO as password_file once froze every target: it was opened and read with blocking calls on the loop.
+    @Test func aFIFOPasswordFileIsRefusedAndBlocksNothing() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let fifo = server.rootDir.appendingPathComponent("password.fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let fixture = try MonitorFixture([
+            try testTarget("fifo", dsn: "host=127.0.0.1 port=\(server.port) user=postgres", password: .file(fifo)),
+            try testTarget("healthy", dsn: server.dsn(password: Self.superuser)),
+        ])
+        try fixture.await("healthy") { $0.isSessionUp && $0.probes >= 5 }
+        try fixture.await("fifo") { $0.connectionFailures[.passwordUnavailable, default: 0] >= 1 }
+        #expect(fixture.series("fifo").connectionFailures[.auth, default: 0] == 0, "the server never saw an attempt")
     }
 
     /// The role query used to be appended after the user's query, so a trailing comment swallowed it.

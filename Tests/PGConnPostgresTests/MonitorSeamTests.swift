@@ -149,6 +149,22 @@ import Testing
         try harness.await("the numeric target does not wait for DNS") { harness.series("numeric").probes >= 3 }
     }
 
+    /// Loop lag used to be recorded only when a timer fired, so nothing showed while the loop was stuck.
+    /// `pgconn_exporter_loop_overdue_seconds` is read at scrape time and grows during the stall.
+    @Test func aStalledLoopShowsInTheOverdueGaugeWhileItLasts() throws {
+        let server = ScriptedServer(connect: { dsn in dsn.contains("stalls") ? .stall(.milliseconds(1500)) : .ready })
+        let harness = try Harness(
+            [Self.target("healthy"), Self.target("stalls", connectTimeout: .seconds(5))], server: server)
+        var most = 0.0
+        try harness.await("overdue > 0.5 s during the stall") {
+            let overdue = harness.monitor.overdue.seconds
+            most = max(most, overdue)
+            return overdue > 0.5
+        }
+        try harness.await("back to 0 after it") { harness.monitor.overdue < .milliseconds(100) }
+        #expect(most < 2, "bounded by the stall, got \(most)")
+    }
+
     @Test func aChangedPasswordEndsTheCredentialBackoff() throws {
         let password = Mutex("wrong")
         let harness = try Harness(

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 package import PGConnCore
 package import PGConnPostgres
@@ -15,6 +16,8 @@ package final class ScriptedServer: ConnectionFactory, Sendable {
         case fail(Failure)
         /// Never completes: the connect deadline must end it.
         case hang
+        /// Blocks the calling thread (the I/O thread) in the first poll for this long, then completes: a stall.
+        case stall(Duration)
     }
 
     package enum QueryScript: Sendable {
@@ -105,6 +108,10 @@ final class ScriptedConnection: DatabaseConnection {
             return .failed(failure)
         case .hang:
             return .wantRead
+        case .stall(let duration):
+            finishConnecting()
+            Thread.sleep(forTimeInterval: duration.seconds)
+            return .ready
         }
     }
 

@@ -10,7 +10,7 @@ import PGConnCore
 extension MonitorLoop {
     func observe(_ target: TargetRuntime, _ observations: [SessionStateMachine.Observation], now: MonotonicInstant) {
         let wallClock = Self.wallClockNow()
-        metrics.update(target.config.name) { series in
+        metrics.update(target.id) { series in
             for observation in observations { series.apply(observation, wallClock: wallClock, now: now) }
             series.sync(with: target.session)
         }
@@ -67,7 +67,7 @@ extension MonitorLoop {
     }
 
     func observeLogin(_ target: TargetRuntime, _ observations: [LoginCheckStateMachine.Observation]) {
-        metrics.update(target.config.name) { series in
+        metrics.update(target.id) { series in
             for observation in observations { series.apply(observation) }
         }
         for case .healthChanged(let up, let failure) in observations {

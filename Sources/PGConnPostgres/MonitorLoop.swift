@@ -65,7 +65,7 @@ final class MonitorLoop: @unchecked Sendable {
         }
         self.targetsByID = Dictionary(uniqueKeysWithValues: targets.map { ($0.id, $0) })
         self.published = LoopPublication(targetCount: targets.count)
-        metrics.setTargets(config.targets)
+        metrics.setTargets(targets.map { ($0.id, $0.config) })
     }
 
     /// A loop that never ran (a monitor that was never started) still ends its worker threads.

@@ -12,6 +12,13 @@ import Testing
 ///
 /// which writes Fixtures/golden/two-targets.prom in the source tree (found through `#filePath`); review the diff.
 @Suite struct MetricsStoreTests {
+    /// The monitor keys the store by its own stable target ids; here a name's hash stands in for one.
+    static func id(_ name: String) -> Int { name.hashValue }
+
+    static func keyed(_ configs: [TargetConfig]) -> [(id: Int, config: TargetConfig)] {
+        configs.map { (id($0.name), $0) }
+    }
+
     static let buildInfo = BuildInfo(
         version: "0.1.0", revision: "abc1234", libpqVersion: "15.18", microhttpdVersion: "0.9.75")
 
@@ -30,23 +37,23 @@ import Testing
 
     @Test func setTargetsKeepsStayingDropsRemovedAndAddsNewAtZero() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
-        store.setTargets([Self.target("a"), Self.target("b"), Self.target("c")])
+        store.setTargets(Self.keyed([Self.target("a"), Self.target("b"), Self.target("c")]))
         #expect(names(store) == ["a", "b", "c"])
         for name in ["a", "b"] {
-            store.update(name) { series in
+            store.update(Self.id(name)) { series in
                 series.apply(.connectionAttempt, wallClock: 1)
                 series.apply(.probeFailed(Failure(reason: .timeout, message: "slow")), wallClock: 1)
             }
         }
 
-        store.setTargets([Self.target("d"), Self.target("b"), Self.target("a")])
+        store.setTargets(Self.keyed([Self.target("d"), Self.target("b"), Self.target("a")]))
         #expect(names(store) == ["d", "b", "a"], "config order, not insertion order")
         let byName = Dictionary(uniqueKeysWithValues: store.snapshot().map { ($0.name, $0) })
         #expect(byName["a"]?.probes == 1 && byName["a"]?.probeFailures[.timeout] == 1)
         #expect(byName["b"]?.connectionAttempts == 1)
         #expect(byName["d"]?.probes == 0 && byName["d"]?.connectionAttempts == 0)
         #expect(byName["c"] == nil)
-        #expect(store.update("c") { _ in true } == nil, "a removed target's late observation is dropped")
+        #expect(store.update(Self.id("c")) { _ in true } == nil, "a removed target's late observation is dropped")
 
         store.setTargets([])
         #expect(names(store).isEmpty)
@@ -57,10 +64,10 @@ import Testing
 
     @Test func aRemovedAndReAddedTargetStartsFromZero() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
-        store.setTargets([Self.target("a")])
-        store.update("a") { $0.apply(.reset, wallClock: 1) }
+        store.setTargets(Self.keyed([Self.target("a")]))
+        store.update(Self.id("a")) { $0.apply(.reset, wallClock: 1) }
         store.setTargets([])
-        store.setTargets([Self.target("a")])
+        store.setTargets(Self.keyed([Self.target("a")]))
         #expect(store.snapshot().first?.resets == 0)
     }
 
@@ -68,11 +75,11 @@ import Testing
     /// `pgconn_target_info` (and use the new probe settings for staleness), even if its counters are kept.
     @Test func aChangedTargetShowsItsNewParameters() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
-        store.setTargets([Self.target("a", host: "old-host")])
+        store.setTargets(Self.keyed([Self.target("a", host: "old-host")]))
         var changed = Self.target("a", host: "new-host")
         changed.probeInterval = .seconds(30)
         changed.loginInterval = .zero
-        store.setTargets([changed])
+        store.setTargets(Self.keyed([changed]))
         let series = store.snapshot()[0]
         #expect(series.infoLabels.first?.value == "new-host")
         #expect(series.staleAfter == .seconds(62))
@@ -81,20 +88,20 @@ import Testing
 
     @Test func updateReturnsTheBodysResultOrNilForAnUnknownName() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
-        store.setTargets([Self.target("a")])
-        #expect(store.update("a") { series -> UInt64 in
+        store.setTargets(Self.keyed([Self.target("a")]))
+        #expect(store.update(Self.id("a")) { series -> UInt64 in
             series.apply(.connectionAttempt, wallClock: 1)
             return series.connectionAttempts
         } == 1)
         var called = false
-        #expect(store.update("nope") { _ in called = true } == nil)
+        #expect(store.update(Self.id("nope")) { _ in called = true } == nil)
         #expect(!called, "the body does not run for an unknown target")
     }
 
     @Test func anUnexpectedReasonGetsItsSeriesInReasonOrder() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
-        store.setTargets([Self.target("a")])
-        store.update("a") { $0.apply(.probeFailed(Failure(reason: .refused, message: "x")), wallClock: 1) }
+        store.setTargets(Self.keyed([Self.target("a")]))
+        store.update(Self.id("a")) { $0.apply(.probeFailed(Failure(reason: .refused, message: "x")), wallClock: 1) }
         let lines = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
             .split(separator: "\n").filter { $0.hasPrefix("pgconn_probe_failures_total{") }
         #expect(lines.first == #"pgconn_probe_failures_total{target="a",reason="refused"} 1"#)
@@ -105,11 +112,11 @@ import Testing
         let store = MetricsStore(buildInfo: Self.buildInfo)
         var config = Self.target("a")
         config.loginInterval = .zero
-        store.setTargets([config, Self.target("b")])
+        store.setTargets(Self.keyed([config, Self.target("b")]))
         let page = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(!page.contains(#"pgconn_login_up{target="a"}"#))
         #expect(!page.contains(#"pgconn_login_up{target="b"}"#), "absent until the first check finishes")
-        store.update("b") { $0.apply(LoginCheckStateMachine.Observation.failed(Failure(reason: .auth, message: "x"), duration: .zero)) }
+        store.update(Self.id("b")) { $0.apply(LoginCheckStateMachine.Observation.failed(Failure(reason: .auth, message: "x"), duration: .zero)) }
         let checked = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(checked.contains(#"pgconn_login_up{target="b"} 0"#))
     }
@@ -335,7 +342,7 @@ extension MetricsStoreTests {
             mutating func run(_ ms: Int64, _ event: SessionEvent) {
                 let output = event(&session, at(ms))
                 let session = self.session
-                store.update(session.config.name) { series in
+                store.update(MetricsStoreTests.id(session.config.name)) { series in
                     for observation in output.observations {
                         series.apply(observation, wallClock: epoch + Double(ms) / 1000)
                     }
@@ -345,7 +352,7 @@ extension MetricsStoreTests {
 
             mutating func check(_ ms: Int64, _ event: LoginEvent) {
                 let output = event(&login, at(ms))
-                store.update(session.config.name) { series in
+                store.update(MetricsStoreTests.id(session.config.name)) { series in
                     for observation in output.observations { series.apply(observation) }
                 }
             }
@@ -360,7 +367,7 @@ extension MetricsStoreTests {
 
         static func render() -> [UInt8] {
             let store = MetricsStore(buildInfo: MetricsStoreTests.buildInfo)
-            store.setTargets([primary, replica])
+            store.setTargets(MetricsStoreTests.keyed([primary, replica]))
             store.recordReload(successful: true, wallClock: epoch - 1)
             for lag in [0.000_05, 0.0003, 0.002] { store.recordLoopLag(seconds: lag) }
             store.recordLogLinesDropped(3)

@@ -26,8 +26,9 @@ public struct BuildInfo: Sendable, Equatable {
 /// and its output order follows a dictionary, which rules out golden tests.
 public final class MetricsStore: Sendable {
     struct State {
-        var order: [String] = []
-        var targets: [String: TargetSeries] = [:]
+        /// Target ids in config order.
+        var order: [Int] = []
+        var targets: [Int: TargetSeries] = [:]
         var exporter = ExporterSeries()
     }
 
@@ -50,31 +51,32 @@ public final class MetricsStore: Sendable {
         self.buildInfo = buildInfo
     }
 
-    /// Sets the monitored targets: targets that stay keep their counters (and take their new settings and
-    /// labels), new ones start at 0, removed ones disappear.
-    public func setTargets(_ configs: [TargetConfig]) {
+    /// Sets the monitored targets, each under the monitor's stable id for it: a target whose id stays keeps its
+    /// counters (and takes its new settings and labels), new ones start at 0, removed ones disappear. The
+    /// monitor gives a target the same id for as long as it keeps its name.
+    public func setTargets(_ targets: [(id: Int, config: TargetConfig)]) {
         state.withLock { state in
-            var targets: [String: TargetSeries] = [:]
-            for config in configs {
-                if var kept = state.targets[config.name] {
-                    kept.reconfigure(config)
-                    targets[config.name] = kept
+            var kept: [Int: TargetSeries] = [:]
+            for (id, config) in targets {
+                if var series = state.targets[id] {
+                    series.reconfigure(config)
+                    kept[id] = series
                 } else {
-                    targets[config.name] = TargetSeries(config: config)
+                    kept[id] = TargetSeries(config: config)
                 }
             }
-            state.order = configs.map(\.name)
-            state.targets = targets
+            state.order = targets.map(\.id)
+            state.targets = kept
         }
     }
 
-    /// Changes one target's series under the lock. Unknown names are ignored (a target removed by a reload).
+    /// Changes one target's series under the lock. Unknown ids are ignored (a target removed by a reload).
     @discardableResult
-    public func update<Result>(_ name: String, _ body: (inout TargetSeries) -> Result) -> Result? {
+    public func update<Result>(_ id: Int, _ body: (inout TargetSeries) -> Result) -> Result? {
         state.withLock { state in
-            guard var series = state.targets.removeValue(forKey: name) else { return nil }
+            guard var series = state.targets.removeValue(forKey: id) else { return nil }
             let result = body(&series)
-            state.targets[name] = series
+            state.targets[id] = series
             return result
         }
     }

@@ -82,6 +82,7 @@ cat >&2 <<EOF
   Try:
     curl -s $URL/metrics | grep '^pgconn_'
     curl -fsS $URL/-/ready
+    curl -fsS $URL/health
     curl -s $URL/
   Break the session and watch it recover:
     ${AS_PG[*]} $PG_BIN/psql -h $SOCKET_DIR -p $PORT -U postgres -c \\

@@ -4,12 +4,27 @@
 /// PGConnCore every value has been through validation (tests use `@testable import`). Everything downstream
 /// reads this and never the raw YAML, so no check is repeated and none is forgotten.
 public struct ValidatedConfig: Sendable, Equatable {
-    public internal(set) var health: HealthRequirement
+    public internal(set) var health: HealthPolicy
     public internal(set) var targets: [TargetConfig]
 
-    init(health: HealthRequirement, targets: [TargetConfig]) {
+    init(health: HealthPolicy = HealthPolicy(), targets: [TargetConfig]) {
         self.health = health
         self.targets = targets
+    }
+}
+
+/// When `/health` answers 200: how many of which targets must be healthy, and what healthy means.
+public struct HealthPolicy: Sendable, Equatable {
+    public internal(set) var require: HealthRequirement
+    /// The targets that count, by name, in config order; `nil`: all of them.
+    public internal(set) var targets: [String]?
+    /// A target is healthy only if its last login check passed too (when it has login checks).
+    public internal(set) var login: Bool
+
+    init(require: HealthRequirement = .all, targets: [String]? = nil, login: Bool = false) {
+        self.require = require
+        self.targets = targets
+        self.login = login
     }
 }
 

@@ -1,4 +1,6 @@
-/// The exporter's HTTP routes: metrics, liveness, readiness and the landing page.
+public import PGConnCore
+
+/// The exporter's HTTP routes: metrics, health, liveness, readiness and the landing page.
 ///
 /// Every answer is computed from the closures' current snapshots; none of them may block on the probe
 /// loop. GET and HEAD are accepted on every route (the server drops the body for HEAD); any other method
@@ -13,18 +15,21 @@ public struct ExporterRouter: Sendable {
     private let renderMetrics: @Sendable () -> [UInt8]
     private let isReady: @Sendable () -> Bool
     private let landingTargets: @Sendable () -> [LandingTarget]
+    private let health: @Sendable () -> HealthSnapshot
 
     /// - Parameters:
     ///   - telemetryPath: where metrics are served; must start with "/".
     ///   - renderMetrics: the metrics in Prometheus text format 0.0.4.
     ///   - isReady: true once the config is loaded and every target has been probed once.
     ///   - landingTargets: the rows of the landing page's target table, in display order.
+    ///   - health: every target's health and the policy, for `/health` (from the store's snapshot).
     ///   - version: the exporter's version, shown on the landing page.
     public init(
         telemetryPath: String = "/metrics",
         renderMetrics: @escaping @Sendable () -> [UInt8],
         isReady: @escaping @Sendable () -> Bool,
         landingTargets: @escaping @Sendable () -> [LandingTarget],
+        health: @escaping @Sendable () -> HealthSnapshot,
         version: String
     ) {
         precondition(telemetryPath.hasPrefix("/"), "telemetry path \"\(telemetryPath)\" must start with \"/\"")
@@ -32,12 +37,15 @@ public struct ExporterRouter: Sendable {
         self.renderMetrics = renderMetrics
         self.isReady = isReady
         self.landingTargets = landingTargets
+        self.health = health
         self.version = version
     }
 
-    /// The routes this router serves. Later routes (/health, /probe, POST /-/reload) add a case each.
+    /// The routes this router serves. Later routes (/probe, POST /-/reload) add a case each.
     private enum Route {
-        case telemetry, healthy, ready, landing
+        case telemetry, healthy, ready, landing, health
+        /// `/health/<name>`
+        case targetHealth(String)
 
         var allowedMethods: [String] { ["GET", "HEAD"] }
     }
@@ -70,6 +78,10 @@ public struct ExporterRouter: Sendable {
                 : .text("Not ready: waiting for the config and a first probe of every target\n", status: 503)
         case .landing:
             return .html(landingPage(targets: landingTargets()))
+        case .health:
+            return healthResponse(request, target: nil)
+        case .targetHealth(let name):
+            return healthResponse(request, target: name)
         }
     }
 
@@ -79,8 +91,46 @@ public struct ExporterRouter: Sendable {
         case "/-/healthy": .healthy
         case "/-/ready": .ready
         case "/": .landing
+        case "/health", "/health/": .health
+        case _ where path.hasPrefix("/health/"): .targetHealth(String(path.dropFirst("/health/".count)))
         default: nil
         }
+    }
+
+    /// `/health` (the policy over the counted targets) or `/health/<name>` (that target; with `?role=`, up and
+    /// in that role). 200 or 503; text, or JSON for `Accept: application/json` or `?format=json`.
+    private func healthResponse(_ request: HTTPRequest, target name: String?) -> HTTPResponse {
+        let wantsJSON =
+            request.query["format"] == "json" || (request.header("accept")?.contains("application/json") ?? false)
+        if let format = request.query["format"], format != "json", format != "text" {
+            return .text("Bad request: format must be text or json (got \"\(format)\")\n", status: 400)
+        }
+        let snapshot = health()
+        var targets = snapshot.targets
+        let healthy: Bool
+        if let name {
+            guard let target = targets.first(where: { $0.name == name }) else {
+                return .text("Unknown target: \(name)\n", status: 404)
+            }
+            if let role = request.query["role"] {
+                guard role == "primary" || role == "standby" else {
+                    return .text("Bad request: role must be primary or standby (got \"\(role)\")\n", status: 400)
+                }
+                healthy = target.isUp(inRole: role)
+            } else {
+                healthy = target.healthy
+            }
+            targets = [target]
+        } else {
+            healthy = HealthReport.holds(targets, policy: snapshot.policy)
+        }
+        let status = healthy ? 200 : 503
+        guard wantsJSON else { return .text(HealthReport.text(targets), status: status) }
+        var response = HTTPResponse(
+            status: status, headers: [("Content-Type", "application/json")],
+            body: Array(HealthReport.json(targets, policy: snapshot.policy, healthy: healthy).utf8))
+        response.headers.append(("Cache-Control", "no-store"))
+        return response
     }
 
     private func landingPage(targets: [LandingTarget]) -> String {
@@ -103,6 +153,7 @@ public struct ExporterRouter: Sendable {
             <li><a href="\(metricsLink)">Metrics</a> (\(metricsLink))</li>
             <li><a href="/-/healthy">Healthy</a> (/-/healthy)</li>
             <li><a href="/-/ready">Ready</a> (/-/ready)</li>
+            <li><a href="/health">Health</a> (/health, /health/&lt;target&gt;)</li>
             </ul>
             <h2>Targets</h2>
             <table>

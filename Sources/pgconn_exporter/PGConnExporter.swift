@@ -107,6 +107,11 @@ struct PGConnExporter: ParsableCommand {
                         up: series.isUp(now: MonotonicInstant.now()))
                 }
             },
+            health: { [policy = config.health] in
+                HealthSnapshot(
+                    targets: HealthReport.targets(metrics.snapshot(), policy: policy, now: MonotonicInstant.now()),
+                    policy: policy)
+            },
             version: Self.version)
         let server = HTTPServer(listenAddress: listenAddress, handler: router.handle)
         do {

@@ -77,6 +77,19 @@ struct InvalidConfigCase: Sendable, CustomTestStringConvertible {
         .init("invalid-health-word.yml", [#"health.require: must be "all", "any" or a positive number of targets"#]),
         .init("invalid-health-too-many.yml", ["health.require: requires 3 healthy targets but only 2 are configured"]),
         .init(
+            "invalid-health-targets.yml",
+            [
+                #"health.targets[1]: no target named "nope""#, #"health.targets[2]: "a" is listed twice"#,
+                #"health.login: expected true or false, got "yes""#,
+                "health.require: requires 2 healthy targets but only 1 are listed in health.targets",
+            ]),
+        .init(
+            "invalid-health-targets-empty.yml",
+            [
+                "health.targets: must list at least one target (leave it out to count every target)",
+                "health.probe: unknown key",
+            ]),
+        .init(
             "invalid-types.yml",
             [
                 "defaults.probe_interval: expected a duration such as 5s, got a sequence",
@@ -187,7 +200,7 @@ struct ConfigLoaderTests {
     @Test("a full config resolves defaults, overrides and partial overrides")
     func fullConfig() throws {
         let config = try load(fixture: "valid-full.yml").get()
-        #expect(config.health == .atLeast(2))
+        #expect(config.health.require == .atLeast(2))
         #expect(config.targets.map(\.name) == ["primary", "standby-1.eu", "reporting"])
 
         let primary = config.targets[0]
@@ -245,7 +258,7 @@ struct ConfigLoaderTests {
         #expect(
             config
                 == ValidatedConfig(
-                    health: .all,
+                    health: HealthPolicy(),
                     targets: [
                         TargetConfig(
                             name: "db", dsn: "host=localhost",
@@ -268,7 +281,17 @@ struct ConfigLoaderTests {
             health: {require: \(text)}
             targets: [{name: a, dsn: host=a}, {name: b, dsn: host=b}]
             """
-        #expect(try load(yaml: yaml).get().health == expected)
+        #expect(try load(yaml: yaml).get().health.require == expected)
+    }
+
+    @Test func healthTargetsAndLoginAreRead() throws {
+        let yaml = """
+            health: {require: any, targets: [b], login: true}
+            targets: [{name: a, dsn: host=a}, {name: b, dsn: host=b}]
+            """
+        #expect(try load(yaml: yaml).get().health == HealthPolicy(require: .any, targets: ["b"], login: true))
+        let plain = "targets: [{name: a, dsn: host=a}]"
+        #expect(try load(yaml: plain).get().health == HealthPolicy(require: .all, targets: nil, login: false))
     }
 
     /// Like Prometheus' `scrape_timeout`: unset, it is 2s or the interval if shorter; equal to it is allowed.

@@ -1,6 +1,8 @@
 import Synchronization
 import Testing
 
+@testable import PGConnCore
+
 @testable import PGConnHTTP
 
 /// A readiness flag the test flips while the server reads it.
@@ -20,6 +22,7 @@ private final class RouterFixture: Sendable {
             renderMetrics: { Array("pgconn_up{target=\"a\"} 1\n".utf8) },
             isReady: { ready.flag.load(ordering: .relaxed) },
             landingTargets: { targets },
+            health: { HealthSnapshot(targets: [], policy: HealthPolicy()) },
             version: "1.2.3"
         )
         server = HTTPServer(listenAddress: "127.0.0.1:0", handler: router.handle)

@@ -26,7 +26,7 @@ import Testing
             self.server = server
             let environment = MonitorEnvironment(connections: server, lookUp: lookUp, readPassword: readPassword)
             monitor = try Monitor(
-                config: ValidatedConfig(health: .all, targets: targets), metrics: metrics,
+                config: ValidatedConfig(targets: targets), metrics: metrics,
                 logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, environment: environment, seed: 7,
                 maxConcurrentConnects: maxConcurrentConnects)
             monitor.start()

@@ -68,9 +68,9 @@ public enum ConfigLoader {
             reader.report("targets", "at least one target is required")
         }
 
-        var health = HealthRequirement.all
+        var health = HealthPolicy()
         if let node = section("health") {
-            health = readHealth(node, targetCount: targetCount, reader: &reader)
+            health = readHealth(node, targets: targets, targetCount: targetCount, reader: &reader)
         }
         guard targets.count == targetCount, targetCount > 0 else { return nil }
         return ValidatedConfig(health: health, targets: targets)
@@ -90,33 +90,6 @@ public enum ConfigLoader {
         let resolved = ProbeSettings.builtIn.applying(overrides)
         overrides.checkConsistency(of: resolved, path: "defaults", reader: &reader)
         return resolved
-    }
-
-    private static func readHealth(_ node: Node, targetCount: Int, reader: inout ConfigReader) -> HealthRequirement {
-        guard let entries = reader.mapping(node, at: "health") else { return .all }
-        var requirement = HealthRequirement.all
-        for (key, value) in entries {
-            let path = ConfigReader.path("health", key)
-            guard key == "require" else {
-                reader.report(path, "unknown key")
-                continue
-            }
-            let text = if case .scalar(let scalar) = value { scalar.string } else { "" }
-            switch text {
-            case "all": requirement = .all
-            case "any": requirement = .any
-            default:
-                guard let count = Int(text), count >= 1 else {
-                    reader.report(path, "must be \"all\", \"any\" or a positive number of targets")
-                    continue
-                }
-                if targetCount > 0, count > targetCount {
-                    reader.report(path, "requires \(count) healthy targets but only \(targetCount) are configured")
-                }
-                requirement = .atLeast(count)
-            }
-        }
-        return requirement
     }
 
     /// Reads every target; the result has one element per valid target, in file order.

@@ -111,6 +111,19 @@ struct ConfigReader {
         return nil
     }
 
+    /// `true` or `false` (YAML 1.2 core schema spellings only: no `yes`/`on`).
+    mutating func boolean(_ node: Node, at path: String) -> Bool? {
+        if case .scalar(let scalar) = node {
+            switch scalar.string {
+            case "true", "True", "TRUE": return true
+            case "false", "False", "FALSE": return false
+            default: break
+            }
+        }
+        report(path, "expected true or false, got \(Self.describe(node))")
+        return nil
+    }
+
     /// A whole decimal number.
     mutating func integer(_ node: Node, at path: String) -> Int? {
         if case .scalar(let scalar) = node, let value = Int(scalar.string) { return value }

@@ -40,6 +40,13 @@ public struct TargetSeries: Sendable {
     public internal(set) var serverVersion: String?
     public internal(set) var inRecovery: Bool?
     public internal(set) var serverStartTime: Double?
+    /// For `/health`: the last failure of a probe, connect or session (its message never holds a password),
+    /// when the current state began (Unix seconds), and the last successful probe's round trip.
+    public internal(set) var lastFailure: Failure?
+    public internal(set) var stateSince: Double = 0
+    public internal(set) var lastProbeDuration: Duration?
+    /// The last login check's failure, `nil` after a success.
+    public internal(set) var loginFailure: Failure?
 
     /// Reasons a failed connect can have (session connects and login checks).
     static let connectReasons: [FailureReason] = FailureReason.allCases.filter {
@@ -92,6 +99,7 @@ public struct TargetSeries: Sendable {
             sessionStart = wallClock
         case .connectionFailed(let failure, _):
             connectionFailures[failure.reason, default: 0] += 1
+            lastFailure = failure
         case .facts(let facts):
             if let version = facts.version { serverVersion = version }
             if let recovery = facts.inRecovery { inRecovery = recovery }
@@ -101,18 +109,23 @@ public struct TargetSeries: Sendable {
             probeDuration.observe(duration.seconds)
             lastSuccess = wallClock
             lastSuccessAt = now ?? MonotonicInstant(wallClock: wallClock)
+            lastProbeDuration = duration
             if let recovery { inRecovery = recovery }
         case .probeFailed(let failure):
             probes += 1
             probeFailures[failure.reason, default: 0] += 1
+            lastFailure = failure
         case .disconnected(let failure):
             disconnects[failure.reason, default: 0] += 1
+            lastFailure = failure
             sessionStart = 0
         case .reset:
             resets += 1
             sessionStart = 0
-        case .stateChanged, .healthChanged:
-            break  // gauges of the machine's state: set by ``sync(with:)`` alone
+        case .stateChanged:
+            stateSince = wallClock  // the state itself, a gauge, is set by ``sync(with:)`` alone
+        case .healthChanged:
+            break  // a gauge of the machine's state: set by ``sync(with:)`` alone
         case .outageStarted:
             outages += 1
         case .outageEnded(let duration):
@@ -130,11 +143,13 @@ public struct TargetSeries: Sendable {
         case .succeeded(let duration):
             loginChecks += 1
             loginChecked = true
+            loginFailure = nil
             connectDuration.observe(duration.seconds)
         case .failed(let failure, _):
             loginChecks += 1
             loginChecked = true
             loginFailures[failure.reason, default: 0] += 1
+            loginFailure = failure
         case .healthChanged(let up, _):
             loginUp = up
         }

@@ -14,12 +14,12 @@ final class MonitorFixture: @unchecked Sendable {
     let metrics: MetricsStore
     let monitor: Monitor
 
-    init(_ targets: [TargetConfig], maxConcurrentConnects: Int = 64) throws {
+    init(_ targets: [TargetConfig], health: HealthPolicy = HealthPolicy(), maxConcurrentConnects: Int = 64) throws {
         metrics = MetricsStore(
             buildInfo: BuildInfo(version: "test", revision: "test", libpqVersion: LibPQ.version, microhttpdVersion: "-"))
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         monitor = try Monitor(
-            config: ValidatedConfig(health: .all, targets: targets), metrics: metrics, logger: logger, seed: 42,
+            config: ValidatedConfig(health: health, targets: targets), metrics: metrics, logger: logger, seed: 42,
             maxConcurrentConnects: maxConcurrentConnects)
         monitor.start()
     }

@@ -16,6 +16,7 @@ public struct ExporterRouter: Sendable {
     private let isReady: @Sendable () -> Bool
     private let landingTargets: @Sendable () -> [LandingTarget]
     private let health: @Sendable () -> HealthSnapshot
+    private let events: @Sendable (_ target: String?, _ since: Double?) -> [(target: String, event: TargetEvent)]?
 
     /// - Parameters:
     ///   - telemetryPath: where metrics are served; must start with "/".
@@ -23,6 +24,7 @@ public struct ExporterRouter: Sendable {
     ///   - isReady: true once the config is loaded and every target has been probed once.
     ///   - landingTargets: the rows of the landing page's target table, in display order.
     ///   - health: every target's health and the policy, for `/health` (from the store's snapshot).
+    ///   - events: the event history of one target (`nil`: unknown name) or all, from a Unix time on.
     ///   - version: the exporter's version, shown on the landing page.
     public init(
         telemetryPath: String = "/metrics",
@@ -30,6 +32,7 @@ public struct ExporterRouter: Sendable {
         isReady: @escaping @Sendable () -> Bool,
         landingTargets: @escaping @Sendable () -> [LandingTarget],
         health: @escaping @Sendable () -> HealthSnapshot,
+        events: @escaping @Sendable (String?, Double?) -> [(target: String, event: TargetEvent)]? = { _, _ in [] },
         version: String
     ) {
         precondition(telemetryPath.hasPrefix("/"), "telemetry path \"\(telemetryPath)\" must start with \"/\"")
@@ -38,12 +41,13 @@ public struct ExporterRouter: Sendable {
         self.isReady = isReady
         self.landingTargets = landingTargets
         self.health = health
+        self.events = events
         self.version = version
     }
 
     /// The routes this router serves. Later routes (/probe, POST /-/reload) add a case each.
     private enum Route {
-        case telemetry, healthy, ready, landing, health
+        case telemetry, healthy, ready, landing, health, events
         /// `/health/<name>`
         case targetHealth(String)
 
@@ -82,6 +86,8 @@ public struct ExporterRouter: Sendable {
             return healthResponse(request, target: nil)
         case .targetHealth(let name):
             return healthResponse(request, target: name)
+        case .events:
+            return eventsResponse(request)
         }
     }
 
@@ -92,9 +98,29 @@ public struct ExporterRouter: Sendable {
         case "/-/ready": .ready
         case "/": .landing
         case "/health", "/health/": .health
+        case "/api/v1/events": .events
         case _ where path.hasPrefix("/health/"): .targetHealth(String(path.dropFirst("/health/".count)))
         default: nil
         }
+    }
+
+    /// `/api/v1/events[?target=<name>][&since=<RFC 3339>]`: JSON, newest last; 404 for an unknown target, 400 for
+    /// a `since` that is not an RFC 3339 time.
+    private func eventsResponse(_ request: HTTPRequest) -> HTTPResponse {
+        var since: Double?
+        if let text = request.query["since"] {
+            guard let parsed = RFC3339.parse(text) else {
+                return .text(
+                    "Bad request: since must be an RFC 3339 time such as 2026-12-02T13:00:00Z (got \"\(text)\")\n",
+                    status: 400)
+            }
+            since = parsed
+        }
+        let target = request.query["target"].flatMap { $0.isEmpty ? nil : $0 }
+        guard let found = events(target, since) else { return .text("Unknown target: \(target ?? "")\n", status: 404) }
+        return HTTPResponse(
+            status: 200, headers: [("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+            body: Array(EventsJSON.render(found).utf8))
     }
 
     /// `/health` (the policy over the counted targets) or `/health/<name>` (that target; with `?role=`, up and
@@ -154,6 +180,7 @@ public struct ExporterRouter: Sendable {
             <li><a href="/-/healthy">Healthy</a> (/-/healthy)</li>
             <li><a href="/-/ready">Ready</a> (/-/ready)</li>
             <li><a href="/health">Health</a> (/health, /health/&lt;target&gt;)</li>
+            <li><a href="/api/v1/events">Events</a> (/api/v1/events)</li>
             </ul>
             <h2>Targets</h2>
             <table>

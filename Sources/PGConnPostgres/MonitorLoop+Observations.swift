@@ -18,11 +18,20 @@ extension MonitorLoop {
         for observation in observations {
             switch observation {
             case .stateChanged(let from, let to, let failure):
-                logStateChange(target, from: from, to: to, failure: failure, now: now)
+                logStateChange(target, from: from, to: to, failure: failure, now: now, wallClock: wallClock)
             case .healthChanged(let up, let failure):
                 var metadata: Logger.Metadata = ["target": "\(name)", "up": "\(up ? 1 : 0)"]
                 Self.describe(failure, into: &metadata)
                 logger.log(level: up ? .info : .warning, up ? "probe succeeding" : "probe failing", metadata: metadata)
+                var outage: Duration?
+                for case .outageEnded(let duration) in observations { outage = duration }
+                metrics.recordEvent(
+                    target.id,
+                    TargetEvent(
+                        time: wallClock, kind: .probe,
+                        from: target.probeFlipped ? (up ? "failing" : "succeeding") : "start",
+                        to: up ? "succeeding" : "failing", failure: failure, outage: up ? outage : nil))
+                target.probeFlipped = true
             case .serverRestarted:
                 logger.warning("server restarted", metadata: ["target": "\(name)"])
             case .probeSucceeded, .probeFailed, .connectionFailed:
@@ -38,7 +47,7 @@ extension MonitorLoop {
 
     private func logStateChange(
         _ target: TargetRuntime, from: SessionStateMachine.StateName?, to: SessionStateMachine.StateName,
-        failure: Failure?, now: MonotonicInstant
+        failure: Failure?, now: MonotonicInstant, wallClock: Double
     ) {
         var metadata: Logger.Metadata = [
             "target": "\(target.config.name)", "from": "\(from?.rawValue ?? "start")", "to": "\(to.rawValue)",
@@ -64,6 +73,9 @@ extension MonitorLoop {
             if repeats > 0 { metadata["repeated"] = "\(repeats)" }
         }
         logger.log(level: to == .backoff ? .warning : .info, "session state changed", metadata: metadata)
+        metrics.recordEvent(
+            target.id,
+            TargetEvent(time: wallClock, kind: .state, from: from?.rawValue ?? "start", to: to.rawValue, failure: failure))
     }
 
     func observeLogin(_ target: TargetRuntime, _ observations: [LoginCheckStateMachine.Observation]) {
@@ -71,6 +83,13 @@ extension MonitorLoop {
             for observation in observations { series.apply(observation) }
         }
         for case .healthChanged(let up, let failure) in observations {
+            metrics.recordEvent(
+                target.id,
+                TargetEvent(
+                    time: Self.wallClockNow(), kind: .login,
+                    from: target.loginFlipped ? (up ? "failing" : "succeeding") : "start",
+                    to: up ? "succeeding" : "failing", failure: failure))
+            target.loginFlipped = true
             var metadata: Logger.Metadata = ["target": "\(target.config.name)", "login_up": "\(up ? 1 : 0)"]
             Self.describe(failure, into: &metadata)
             logger.log(level: up ? .info : .warning, up ? "login check succeeding" : "login check failing", metadata: metadata)

@@ -99,6 +99,9 @@ final class TargetRuntime {
     var loginPasswordHash: Int?
     /// Whether this target has counted toward readiness.
     var reported = false
+    /// Whether the probe and the login check have had a result: their first one is from `start` in the events.
+    var probeFlipped = false
+    var loginFlipped = false
     /// The failure being logged as ongoing, to log a repeated identical failure once (``FailureLogState``).
     var failureLog = FailureLogState()
 

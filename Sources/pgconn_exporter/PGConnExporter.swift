@@ -112,6 +112,7 @@ struct PGConnExporter: ParsableCommand {
                     targets: HealthReport.targets(metrics.snapshot(), policy: policy, now: MonotonicInstant.now()),
                     policy: policy)
             },
+            events: { target, since in metrics.events(target: target, since: since) },
             version: Self.version)
         let server = HTTPServer(listenAddress: listenAddress, handler: router.handle)
         do {

@@ -29,6 +29,8 @@ public final class MetricsStore: Sendable {
         /// Target ids in config order.
         var order: [Int] = []
         var targets: [Int: TargetSeries] = [:]
+        /// Apart from `targets`, so scrapes never copy them.
+        var events: [Int: EventRing] = [:]
         var exporter = ExporterSeries()
     }
 
@@ -67,6 +69,7 @@ public final class MetricsStore: Sendable {
             }
             state.order = targets.map(\.id)
             state.targets = kept
+            state.events = state.events.filter { kept[$0.key] != nil }
         }
     }
 
@@ -79,6 +82,33 @@ public final class MetricsStore: Sendable {
             state.targets[id] = series
             return result
         }
+    }
+
+    /// Adds to a target's event history (``EventRing``); unknown ids are ignored.
+    public func recordEvent(_ id: Int, _ event: TargetEvent) {
+        state.withLock { state in
+            guard state.targets[id] != nil else { return }
+            state.events[id, default: EventRing()].append(event)
+        }
+    }
+
+    /// The event history, newest last: of one target (`nil` if no target has that name) or of all, from
+    /// `since` (Unix seconds) on.
+    public func events(target name: String?, since: Double?) -> [(target: String, event: TargetEvent)]? {
+        let (names, rings) = state.withLock { state in
+            (state.order.compactMap { id in state.targets[id].map { (id, $0.name) } }, state.events)
+        }
+        let chosen = name.map { name in names.filter { $0.1 == name } } ?? names
+        if name != nil && chosen.isEmpty { return nil }
+        var all: [(target: String, event: TargetEvent)] = []
+        for (id, target) in chosen {
+            for event in rings[id]?.events ?? [] where event.time >= (since ?? -.infinity) {
+                all.append((target, event))
+            }
+        }
+        // Stable: events of the same instant keep their targets' config order.
+        return all.enumerated().sorted { ($0.element.event.time, $0.offset) < ($1.element.event.time, $1.offset) }
+            .map(\.element)
     }
 
     public func recordLoopLag(seconds: Double) {

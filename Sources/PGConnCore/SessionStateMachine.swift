@@ -91,7 +91,7 @@ public struct SessionStateMachine: Sendable {
         case rollingBack(started: MonotonicInstant, nextProbe: MonotonicInstant)
     }
 
-    public let config: TargetConfig
+    public private(set) var config: TargetConfig
     private(set) var state: State = .idle
     private var backoff: Backoff
     /// The slower schedule for failures that can lock an account (see ``isCredentialFailure(_:)``).
@@ -113,6 +113,16 @@ public struct SessionStateMachine: Sendable {
         self.config = config
         self.backoff = Backoff(config: config.backoff, seed: seed)
         self.credentialBackoff = Backoff(config: .credentialFailures(after: config.backoff), seed: ~seed)
+    }
+
+    /// Takes a reloaded config for the same connection (see ``TargetConfig/keepsConnection(of:)``): the state
+    /// and its deadlines stay, later probes and retries use the new settings.
+    public mutating func reconfigure(_ config: TargetConfig) {
+        if config.backoff != self.config.backoff {
+            backoff = Backoff(config: config.backoff, seed: UInt64(bitPattern: Int64(config.name.hashValue)))
+            credentialBackoff = Backoff(config: .credentialFailures(after: config.backoff), seed: ~UInt64(bitPattern: Int64(config.name.hashValue)))
+        }
+        self.config = config
     }
 
     // MARK: - Reading the state

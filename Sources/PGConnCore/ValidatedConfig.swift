@@ -118,6 +118,15 @@ public struct DSNSummary: Sendable, Equatable {
 /// One monitored database endpoint with every setting resolved (target values over `defaults`).
 ///
 /// Built only by ``ConfigLoader``, like ``ValidatedConfig``: the initializer and the setters are internal.
+extension TargetConfig {
+    /// Whether a reload from `old` to this config can keep the established session: the same DSN, password
+    /// source, keepalives and probe timeout (sent as `statement_timeout` at startup). Query, intervals,
+    /// backoff, role and labels apply to the session as it is.
+    public func keepsConnection(of old: TargetConfig) -> Bool {
+        dsn == old.dsn && password == old.password && keepalives == old.keepalives && probeTimeout == old.probeTimeout
+    }
+}
+
 public struct TargetConfig: Sendable, Equatable {
     public internal(set) var name: String
     /// The connection string as written (URI or key=value). May hold a password: never log or show it.

@@ -17,6 +17,7 @@ public struct ExporterRouter: Sendable {
     private let landingTargets: @Sendable () -> [LandingTarget]
     private let health: @Sendable () -> HealthSnapshot
     private let events: @Sendable (_ target: String?, _ since: Double?) -> [(target: String, event: TargetEvent)]?
+    private let reload: (@Sendable () -> (ok: Bool, message: String))?
 
     /// - Parameters:
     ///   - telemetryPath: where metrics are served; must start with "/".
@@ -25,6 +26,7 @@ public struct ExporterRouter: Sendable {
     ///   - landingTargets: the rows of the landing page's target table, in display order.
     ///   - health: every target's health and the policy, for `/health` (from the store's snapshot).
     ///   - events: the event history of one target (`nil`: unknown name) or all, from a Unix time on.
+    ///   - reload: for `POST /-/reload`: reloads the config and says how it went; `nil`: no such route.
     ///   - version: the exporter's version, shown on the landing page.
     public init(
         telemetryPath: String = "/metrics",
@@ -33,6 +35,7 @@ public struct ExporterRouter: Sendable {
         landingTargets: @escaping @Sendable () -> [LandingTarget],
         health: @escaping @Sendable () -> HealthSnapshot,
         events: @escaping @Sendable (String?, Double?) -> [(target: String, event: TargetEvent)]? = { _, _ in [] },
+        reload: (@Sendable () -> (ok: Bool, message: String))? = nil,
         version: String
     ) {
         precondition(telemetryPath.hasPrefix("/"), "telemetry path \"\(telemetryPath)\" must start with \"/\"")
@@ -42,16 +45,20 @@ public struct ExporterRouter: Sendable {
         self.landingTargets = landingTargets
         self.health = health
         self.events = events
+        self.reload = reload
         self.version = version
     }
 
     /// The routes this router serves. Later routes (/probe, POST /-/reload) add a case each.
     private enum Route {
-        case telemetry, healthy, ready, landing, health, events
+        case telemetry, healthy, ready, landing, health, events, reload
         /// `/health/<name>`
         case targetHealth(String)
 
-        var allowedMethods: [String] { ["GET", "HEAD"] }
+        var allowedMethods: [String] {
+            if case .reload = self { return ["POST"] }
+            return ["GET", "HEAD"]
+        }
     }
 
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
@@ -88,6 +95,9 @@ public struct ExporterRouter: Sendable {
             return healthResponse(request, target: name)
         case .events:
             return eventsResponse(request)
+        case .reload:
+            guard let (ok, message) = reload?() else { return .text("Not found: \(request.path)\n", status: 404) }
+            return .text(message, status: ok ? 200 : 500)
         }
     }
 
@@ -99,6 +109,7 @@ public struct ExporterRouter: Sendable {
         case "/": .landing
         case "/health", "/health/": .health
         case "/api/v1/events": .events
+        case "/-/reload": .reload
         case _ where path.hasPrefix("/health/"): .targetHealth(String(path.dropFirst("/health/".count)))
         default: nil
         }

@@ -45,6 +45,16 @@ public final class Monitor: Sendable {
     /// that fired, this grows while the loop is stalled, so a scrape during a stall sees it.
     public var overdue: Duration { loop.published.overdue(now: MonotonicInstant.now()) }
 
+    /// Applies a reloaded config on the loop and waits for it (at most `timeout`): targets that stay keep their
+    /// session and counters, changed ones take their new settings (reconnecting only if the connection
+    /// changed), removed ones close, new ones start. `nil` if the loop did not answer in time (or is stopped).
+    public func reload(_ config: ValidatedConfig, timeout: Duration = .seconds(5)) -> ReloadSummary? {
+        guard started.load(ordering: .acquiring), !stopRequested.load(ordering: .acquiring) else { return nil }
+        let completion = ReloadCompletion()
+        loop.send(.reload(config, completion))
+        return completion.wait(timeout: timeout)
+    }
+
     /// Starts the I/O thread. Call once.
     public func start() {
         guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
@@ -69,16 +79,15 @@ public final class Monitor: Sendable {
 
 /// What the loop publishes for other threads: lock-free, written by the loop, read by scrapes and readiness.
 final class LoopPublication: Sendable {
-    private let reportedTargets = Atomic<Int>(0)
-    let targetCount: Int
+    private let ready: Atomic<Bool>
     /// The earliest timer's deadline in monotonic nanoseconds; `Int64.max` when none is due.
     private let earliestDeadline = Atomic<Int64>(.max)
 
-    init(targetCount: Int) { self.targetCount = targetCount }
+    init(ready: Bool) { self.ready = Atomic(ready) }
 
-    var isReady: Bool { reportedTargets.load(ordering: .acquiring) >= targetCount }
+    var isReady: Bool { ready.load(ordering: .acquiring) }
 
-    func targetReported() { reportedTargets.add(1, ordering: .releasing) }
+    func setReady(_ value: Bool) { ready.store(value, ordering: .releasing) }
 
     func setEarliestDeadline(_ deadline: MonotonicInstant?) {
         earliestDeadline.store(deadline?.nanoseconds ?? .max, ordering: .relaxed)

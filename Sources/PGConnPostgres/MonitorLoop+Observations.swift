@@ -37,7 +37,8 @@ extension MonitorLoop {
             case .probeSucceeded, .probeFailed, .connectionFailed:
                 if !target.reported {
                     target.reported = true
-                    published.targetReported()
+                    unreported -= 1
+                    if unreported == 0 { published.setReady(true) }
                 }
             default:
                 break

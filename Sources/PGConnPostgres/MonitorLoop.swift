@@ -15,6 +15,7 @@ import Synchronization
 final class MonitorLoop: @unchecked Sendable {
     enum Command {
         case stop
+        case reload(ValidatedConfig, ReloadCompletion)
         case passwordRead(ticket: UInt64, Result<String?, Failure>)
         case lookupFinished(ticket: UInt64, Result<String, Failure>)
         case cancelSent(id: Int)
@@ -23,8 +24,13 @@ final class MonitorLoop: @unchecked Sendable {
 
     /// Targets in config order, and by their stable id (the id is in every epoll token, timer and lookup, so
     /// targets can come and go, as a reload will need, without renumbering the others).
-    let targets: [TargetRuntime]
-    let targetsByID: [Int: TargetRuntime]
+    var targets: [TargetRuntime]
+    var targetsByID: [Int: TargetRuntime]
+    /// The next id for a target that a reload adds; ids are never reused.
+    var nextTargetID: Int
+    let seed: UInt64
+    /// Targets that have not finished a first probe or connection attempt (for readiness).
+    var unreported: Int
     let metrics: MetricsStore
     let logger: Logger
     let environment: MonitorEnvironment
@@ -64,7 +70,10 @@ final class MonitorLoop: @unchecked Sendable {
             TargetRuntime(id: index, config: target, seed: seed &+ UInt64(index))
         }
         self.targetsByID = Dictionary(uniqueKeysWithValues: targets.map { ($0.id, $0) })
-        self.published = LoopPublication(targetCount: targets.count)
+        self.nextTargetID = targets.count
+        self.seed = seed
+        self.unreported = targets.count
+        self.published = LoopPublication(ready: targets.isEmpty)
         metrics.setTargets(targets.map { ($0.id, $0.config) })
     }
 
@@ -145,6 +154,8 @@ final class MonitorLoop: @unchecked Sendable {
                 files.shutdown()
                 cancels.shutdown(dropQueued: false)  // the cancels of queries the stop left running
                 running = false
+            case .reload(let config, let completion):
+                completion.finish(reload(config, now: now))
             case .passwordRead(let ticket, let result):
                 passwordRead(ticket: ticket, result, now: now)
             case .lookupFinished(let ticket, let result):

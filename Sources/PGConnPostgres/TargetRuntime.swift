@@ -75,7 +75,8 @@ struct TargetLookup {
 final class TargetRuntime {
     /// Stable for the target's life; not its position in the config.
     let id: Int
-    let config: TargetConfig
+    /// Replaced by a reload that keeps the connection (``TargetConfig/keepsConnection(of:)``).
+    var config: TargetConfig
     /// What the DSN and libpq's environment set (host, hostaddr, options, gssencmode, ...).
     let dsnValues: [String: String]
     /// The hosts to resolve before each connect, `nil` when libpq can connect without a lookup.

@@ -92,6 +92,8 @@ struct PGConnExporter: ParsableCommand {
             Self.printError("cannot start the monitor: \(error)")
             throw ExitCode.failure
         }
+        let reloader = ConfigReloader(
+            file: configFile, initial: config, monitor: monitor, metrics: metrics, logger: logger)
         let router = ExporterRouter(
             telemetryPath: telemetryPath,
             renderMetrics: {
@@ -107,12 +109,19 @@ struct PGConnExporter: ParsableCommand {
                         up: series.isUp(now: MonotonicInstant.now()))
                 }
             },
-            health: { [policy = config.health] in
-                HealthSnapshot(
+            health: {
+                let policy = reloader.config.health
+                return HealthSnapshot(
                     targets: HealthReport.targets(metrics.snapshot(), policy: policy, now: MonotonicInstant.now()),
                     policy: policy)
             },
             events: { target, since in metrics.events(target: target, since: since) },
+            reload: {
+                switch reloader.reload(trigger: "http") {
+                case .reloaded(let summary): (true, "Reloaded: \(summary.description)\n")
+                case .failed(let errors): (false, errors.joined(separator: "\n") + "\n")
+                }
+            },
             version: Self.version)
         let server = HTTPServer(listenAddress: listenAddress, handler: router.handle)
         do {
@@ -139,16 +148,15 @@ struct PGConnExporter: ParsableCommand {
                 ])
         }
 
-        let signal = Self.waitForTermination(logger: logger)
+        let signal = Self.waitForTermination { _ = reloader.reload(trigger: "SIGHUP") }
         logger.info("shutting down", metadata: ["signal": "\(signal)"])
         server.stop()
         monitor.stop()
         logger.info("stopped")
     }
 
-    /// Blocks until SIGTERM or SIGINT and returns its name. SIGHUP is caught (it would otherwise kill the
-    /// process) and logged: configuration reload is not implemented yet.
-    static func waitForTermination(logger: Logger) -> String {
+    /// Blocks until SIGTERM or SIGINT and returns its name; SIGHUP runs `reload` (on a dispatch queue).
+    static func waitForTermination(reload: @escaping @Sendable () -> Void) -> String {
         let done = DispatchSemaphore(value: 0)
         let received = LockedName()
         var sources: [any DispatchSourceSignal] = []
@@ -157,7 +165,7 @@ struct PGConnExporter: ParsableCommand {
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
                 if number == SIGHUP {
-                    logger.warning("SIGHUP received: configuration reload is not supported yet; restart to apply changes")
+                    reload()
                     return
                 }
                 received.set(name)

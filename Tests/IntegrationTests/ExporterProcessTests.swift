@@ -459,6 +459,7 @@ final class ExporterProcess {
     }
 
     var isRunning: Bool { process.isRunning }
+    var pid: pid_t { process.processIdentifier }
 
     /// How the process ended, for messages: "exit 0" or "signal 4". Only meaningful once it is not running.
     var termination: String {

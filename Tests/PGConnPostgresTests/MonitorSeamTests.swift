@@ -149,6 +149,27 @@ import Testing
         try harness.await("the numeric target does not wait for DNS") { harness.series("numeric").probes >= 3 }
     }
 
+    @Test func aReloadKeepsUnchangedSessionsClosesRemovedOnesAndStartsNewOnes() throws {
+        let server = ScriptedServer()
+        let harness = try Harness([Self.target("keep"), Self.target("tune"), Self.target("drop"), Self.target("move")], server: server)
+        try harness.await { ["keep", "tune", "drop", "move"].allSatisfy { harness.series($0).probes >= 1 } }
+        #expect(server.snapshot.started == 4)
+        var tuned = Self.target("tune")
+        tuned.query = "SELECT 2"
+        var moved = Self.target("move")
+        moved.dsn += " connect_timeout=9"
+        let summary = try #require(
+            harness.monitor.reload(ValidatedConfig(targets: [Self.target("keep"), tuned, moved, Self.target("new")])))
+        #expect(summary == ReloadSummary(
+            added: ["new"], removed: ["drop"], reconfigured: ["tune"], reconnected: ["move"], unchanged: ["keep"]))
+        try harness.await("the new target probes") { harness.series("new").probes >= 1 }
+        #expect(server.snapshot.started == 6, "one new connection for new, one for move; keep and tune kept theirs")
+        try harness.await("tune runs its new query") { server.snapshot.queries.contains("SELECT 2") }
+        #expect(server.snapshot.open == 4)
+        #expect(harness.metrics.snapshot().map(\.name) == ["keep", "tune", "move", "new"])
+        #expect(harness.series("move").connectionAttempts == 2, "counters kept across a reconnect")
+    }
+
     /// Loop lag used to be recorded only when a timer fired, so nothing showed while the loop was stuck.
     /// `pgconn_exporter_loop_overdue_seconds` is read at scrape time and grows during the stall.
     @Test func aStalledLoopShowsInTheOverdueGaugeWhileItLasts() throws {

@@ -1,0 +1,71 @@
+import Foundation
+import Logging
+import PGConnCore
+import PGConnPostgres
+import Synchronization
+
+/// Re-reads and validates the config file on SIGHUP and `POST /-/reload`, and hands a valid one to the monitor.
+///
+/// On failure the config in force stays: the errors are logged and returned (for the HTTP answer), and
+/// `pgconn_exporter_config_last_reload_successful` reads 0 until a reload succeeds. One reload at a time.
+final class ConfigReloader: Sendable {
+    enum Outcome: Sendable {
+        case reloaded(ReloadSummary)
+        case failed([String])
+    }
+
+    private let file: String
+    private let monitor: Monitor
+    private let metrics: MetricsStore
+    private let logger: Logger
+    /// The config in force, read by the health routes for their policy.
+    private let current: Mutex<ValidatedConfig>
+    private let serial = Mutex(())
+
+    init(file: String, initial: ValidatedConfig, monitor: Monitor, metrics: MetricsStore, logger: Logger) {
+        self.file = file
+        self.current = Mutex(initial)
+        self.monitor = monitor
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    var config: ValidatedConfig { current.withLock { $0 } }
+
+    /// Reloads now, on the calling thread (a file read and a validation, then a short wait for the loop).
+    func reload(trigger: String) -> Outcome {
+        serial.withLock { _ in
+            let outcome: Outcome
+            switch ConfigLoader.load(file: file, parseDSN: DSNParser.parse) {
+            case .failure(let error):
+                outcome = .failed(error.messages.map { "\(file): \($0)" })
+            case .success(let config):
+                if let summary = monitor.reload(config) {
+                    current.withLock { $0 = config }
+                    outcome = .reloaded(summary)
+                } else {
+                    outcome = .failed(["\(file): the monitor did not take the new config in time; the old one stays"])
+                }
+            }
+            switch outcome {
+            case .reloaded(let summary):
+                metrics.recordReload(successful: true, wallClock: Date().timeIntervalSince1970)
+                logger.info(
+                    "configuration reloaded",
+                    metadata: [
+                        "trigger": "\(trigger)", "added": "\(summary.added.count)", "removed": "\(summary.removed.count)",
+                        "reconfigured": "\(summary.reconfigured.count)", "reconnected": "\(summary.reconnected.count)",
+                        "unchanged": "\(summary.unchanged.count)",
+                    ])
+            case .failed(let errors):
+                metrics.recordReload(successful: false, wallClock: Date().timeIntervalSince1970)
+                for error in errors {
+                    logger.error("configuration reload failed; the old configuration stays", metadata: [
+                        "trigger": "\(trigger)", "error": "\(error)",
+                    ])
+                }
+            }
+            return outcome
+        }
+    }
+}

@@ -24,7 +24,7 @@ extension ConfigLoader {
     }
 
     /// Why a file could not be read, as `strerror` words it (`no such file or directory`).
-    private struct ReadProblem: Error {
+    struct ReadProblem: Error {
         var message: String
 
         init(errno code: Int32) {
@@ -33,7 +33,7 @@ extension ConfigLoader {
     }
 
     /// The whole file, read with plain POSIX calls so a failure has the system's exact reason.
-    private static func readFile(_ path: String) -> Result<[UInt8], ReadProblem> {
+    static func readFile(_ path: String) -> Result<[UInt8], ReadProblem> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure(ReadProblem(errno: errno)) }
         defer { close(fd) }

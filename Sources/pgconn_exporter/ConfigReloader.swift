@@ -21,6 +21,8 @@ final class ConfigReloader: Sendable {
     /// The config in force, read by the health routes for their policy.
     private let current: Mutex<ValidatedConfig>
     private let serial = Mutex(())
+    /// The file's content (hashed, in-process) when it was last loaded or tried, for ``watch(every:)``.
+    private let lastSeen = Mutex<Int?>(nil)
 
     init(file: String, initial: ValidatedConfig, monitor: Monitor, metrics: MetricsStore, logger: Logger) {
         self.file = file
@@ -32,6 +34,26 @@ final class ConfigReloader: Sendable {
 
     var config: ValidatedConfig { current.withLock { $0 } }
 
+    /// `--config.auto-reload-interval`: reads the file every `interval` (on a thread of its own, never the I/O
+    /// thread, for the life of the process) and reloads when its content changed since it was last loaded or tried, so a bad edit is
+    /// reported once, not every interval. An unreadable file is tried again at the next tick.
+    func watch(every interval: Duration) {
+        lastSeen.withLock { $0 = try? ConfigLoader.readFile(file).get().hashValue }
+        let thread = Thread { [self] in
+            while true {
+                Thread.sleep(forTimeInterval: interval.seconds)
+                guard case .success(let bytes) = ConfigLoader.readFile(file) else { continue }
+                let changed = lastSeen.withLock { seen in
+                    defer { seen = bytes.hashValue }
+                    return seen != bytes.hashValue
+                }
+                if changed { _ = reload(trigger: "auto") }
+            }
+        }
+        thread.name = "pgconn-config-watch"
+        thread.start()
+    }
+
     /// Reloads now, on the calling thread (a file read and a validation, then a short wait for the loop).
     func reload(trigger: String) -> Outcome {
         serial.withLock { _ in
@@ -40,6 +62,7 @@ final class ConfigReloader: Sendable {
             case .failure(let error):
                 outcome = .failed(error.messages.map { "\(file): \($0)" })
             case .success(let config):
+                if let bytes = try? ConfigLoader.readFile(file).get() { lastSeen.withLock { $0 = bytes.hashValue } }
                 if let summary = monitor.reload(config) {
                     current.withLock { $0 = config }
                     outcome = .reloaded(summary)

@@ -32,6 +32,11 @@ struct PGConnExporter: ParsableCommand {
     @Option(name: .customLong("log.format"), help: "Log line format: logfmt or json.")
     var logFormat = "logfmt"
 
+    @Option(
+        name: .customLong("config.auto-reload-interval"),
+        help: "Reload the config file when its content changes, checked this often (e.g. 30s); 0s: off.")
+    var autoReloadInterval = "0s"
+
     @Flag(name: .customLong("config.check"), help: "Validate the configuration, print the result and exit (0 valid, 1 not).")
     var configCheck = false
 
@@ -48,6 +53,11 @@ struct PGConnExporter: ParsableCommand {
         }
         guard LogFormat(rawValue: logFormat) != nil else {
             throw ValidationError("--log.format: must be logfmt or json (got \"\(logFormat)\")")
+        }
+        guard let interval = try? Duration(prometheus: autoReloadInterval), interval == .zero || interval >= .milliseconds(100)
+        else {
+            throw ValidationError(
+                "--config.auto-reload-interval: must be 0s (off) or a duration of at least 100ms (got \"\(autoReloadInterval)\")")
         }
         guard telemetryPath.hasPrefix("/"), telemetryPath.count > 1 else {
             throw ValidationError("--web.telemetry-path: must start with \"/\" and name a path (got \"\(telemetryPath)\")")
@@ -148,6 +158,9 @@ struct PGConnExporter: ParsableCommand {
                 ])
         }
 
+        if let interval = try? Duration(prometheus: autoReloadInterval), interval > .zero {
+            reloader.watch(every: interval)
+        }
         let signal = Self.waitForTermination { _ = reloader.reload(trigger: "SIGHUP") }
         logger.info("shutting down", metadata: ["signal": "\(signal)"])
         server.stop()

@@ -23,6 +23,43 @@ import Testing
             """
     }
 
+    @Test func autoReloadFollowsTheFileAndReportsABadEditOnce() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let directory = try TemporaryDirectory()
+        let file = try directory.write("config.yml", config(server, [("a", "postgres", "")]))
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: [
+                "--config.file=\(file)", "--web.listen-address=127.0.0.1:\(port)", "--config.auto-reload-interval=100ms",
+            ], directory: directory)
+        defer { exporter.kill() }
+        func metrics() throws -> String { try httpGet(port: port, path: "/metrics").body }
+        try eventually(timeout: .seconds(20)) { try httpGet(port: port, path: "/health").status == 200 }
+
+        _ = try directory.write("config.yml", config(server, [("a", "postgres", ""), ("b", "template1", "")]))
+        try eventually(timeout: .seconds(10)) { try metrics().contains(#"pgconn_up{target="b"} 1"#) }
+
+        _ = try directory.write("config.yml", "targets: [{name: a}]\n")
+        try eventually(timeout: .seconds(10)) { try metrics().contains("pgconn_exporter_config_last_reload_successful 0") }
+        // Several more ticks pass over the same bad content: it is reported once.
+        let ticks = ContinuousClock.now + .milliseconds(500)
+        while ContinuousClock.now < ticks { _ = try metrics() }
+        let failures = exporter.stderr().split(separator: "\n").filter { $0.contains("configuration reload failed") }
+        #expect(failures.count == 1, "\(failures)")
+        #expect(failures.first?.contains("trigger=auto") == true)
+        #expect(try metrics().contains(#"pgconn_up{target="b"} 1"#), "the old config stays")
+        #expect(try ExporterProcessTests.value(metrics(), "pgconn_exporter_config_last_reload_successful") == 0)
+    }
+
+    @Test func aBadAutoReloadIntervalIsAFlagError() throws {
+        let directory = try TemporaryDirectory()
+        let exporter = try ExporterProcess(arguments: ["--config.auto-reload-interval=10ms"], directory: directory)
+        defer { exporter.kill() }
+        #expect(try exporter.waitForExit(timeout: .seconds(10)) == 64)
+        #expect(exporter.stderr().contains("--config.auto-reload-interval: must be 0s (off) or a duration of at least 100ms"))
+    }
+
     func sessionPID(_ server: TestPostgres, database: String) throws -> String {
         try server.psql(
             "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_activity "

@@ -118,7 +118,8 @@ public enum HealthReport {
             + entries.joined(separator: ",") + "]}\n"
     }
 
-    static func milliseconds(_ duration: Duration) -> String {
+    /// `1.2ms`: a latency to one decimal of a millisecond.
+    public static func milliseconds(_ duration: Duration) -> String {
         let ms = duration.seconds * 1000
         let tenths = (ms * 10).rounded()
         return "\(Int(tenths) / 10).\(Int(tenths) % 10)ms"

@@ -1,4 +1,7 @@
 public import PGConnCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The exporter's HTTP routes: metrics, health, liveness, readiness and the landing page.
 ///
@@ -14,7 +17,6 @@ public struct ExporterRouter: Sendable {
     public let version: String
     private let renderMetrics: @Sendable () -> [UInt8]
     private let isReady: @Sendable () -> Bool
-    private let landingTargets: @Sendable () -> [LandingTarget]
     private let health: @Sendable () -> HealthSnapshot
     private let events: @Sendable (_ target: String?, _ since: Double?) -> [(target: String, event: TargetEvent)]?
     private let reload: (@Sendable () -> (ok: Bool, message: String))?
@@ -23,7 +25,6 @@ public struct ExporterRouter: Sendable {
     ///   - telemetryPath: where metrics are served; must start with "/".
     ///   - renderMetrics: the metrics in Prometheus text format 0.0.4.
     ///   - isReady: true once the config is loaded and every target has been probed once.
-    ///   - landingTargets: the rows of the landing page's target table, in display order.
     ///   - health: every target's health and the policy, for `/health` (from the store's snapshot).
     ///   - events: the event history of one target (`nil`: unknown name) or all, from a Unix time on.
     ///   - reload: for `POST /-/reload`: reloads the config and says how it went; `nil`: no such route.
@@ -32,7 +33,6 @@ public struct ExporterRouter: Sendable {
         telemetryPath: String = "/metrics",
         renderMetrics: @escaping @Sendable () -> [UInt8],
         isReady: @escaping @Sendable () -> Bool,
-        landingTargets: @escaping @Sendable () -> [LandingTarget],
         health: @escaping @Sendable () -> HealthSnapshot,
         events: @escaping @Sendable (String?, Double?) -> [(target: String, event: TargetEvent)]? = { _, _ in [] },
         reload: (@Sendable () -> (ok: Bool, message: String))? = nil,
@@ -42,7 +42,6 @@ public struct ExporterRouter: Sendable {
         self.telemetryPath = telemetryPath
         self.renderMetrics = renderMetrics
         self.isReady = isReady
-        self.landingTargets = landingTargets
         self.health = health
         self.events = events
         self.reload = reload
@@ -88,7 +87,7 @@ public struct ExporterRouter: Sendable {
                 ? .text("Ready\n")
                 : .text("Not ready: waiting for the config and a first probe of every target\n", status: 503)
         case .landing:
-            return .html(landingPage(targets: landingTargets()))
+            return .html(statusPage())
         case .health:
             return healthResponse(request, target: nil)
         case .targetHealth(let name):
@@ -113,6 +112,18 @@ public struct ExporterRouter: Sendable {
         case _ where path.hasPrefix("/health/"): .targetHealth(String(path.dropFirst("/health/".count)))
         default: nil
         }
+    }
+
+    /// The status page from the health snapshot and the event history (``StatusPage``).
+    private func statusPage() -> String {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        let now = Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+        let byTarget = Dictionary(grouping: events(nil, nil) ?? [], by: \.target)
+        let rows = health().targets.map { target in
+            StatusPage.Row(health: target, events: byTarget[target.name]?.map(\.event) ?? [])
+        }
+        return StatusPage.render(rows: rows, version: version, telemetryPath: telemetryPath, now: now)
     }
 
     /// `/api/v1/events[?target=<name>][&since=<RFC 3339>]`: JSON, newest last; 404 for an unknown target, 400 for
@@ -168,39 +179,6 @@ public struct ExporterRouter: Sendable {
             body: Array(HealthReport.json(targets, policy: snapshot.policy, healthy: healthy).utf8))
         response.headers.append(("Cache-Control", "no-store"))
         return response
-    }
-
-    private func landingPage(targets: [LandingTarget]) -> String {
-        let rows =
-            targets.isEmpty
-            ? "<tr><td colspan=\"3\">No targets configured.</td></tr>\n"
-            : targets.map { target in
-                "<tr><td>\(Self.escape(target.name))</td><td>\(Self.escape(target.state))</td>"
-                    + "<td>\(target.up ? "yes" : "no")</td></tr>\n"
-            }.joined()
-        let metricsLink = Self.escape(telemetryPath)
-        return """
-            <!DOCTYPE html>
-            <html lang="en">
-            <head><meta charset="utf-8"><title>pgconn_exporter</title></head>
-            <body>
-            <h1>pgconn_exporter</h1>
-            <p>Version: \(Self.escape(version))</p>
-            <ul>
-            <li><a href="\(metricsLink)">Metrics</a> (\(metricsLink))</li>
-            <li><a href="/-/healthy">Healthy</a> (/-/healthy)</li>
-            <li><a href="/-/ready">Ready</a> (/-/ready)</li>
-            <li><a href="/health">Health</a> (/health, /health/&lt;target&gt;)</li>
-            <li><a href="/api/v1/events">Events</a> (/api/v1/events)</li>
-            </ul>
-            <h2>Targets</h2>
-            <table>
-            <tr><th>Target</th><th>State</th><th>Up</th></tr>
-            \(rows)</table>
-            </body>
-            </html>
-
-            """
     }
 
     /// Escapes text for HTML element content and double- or single-quoted attribute values.

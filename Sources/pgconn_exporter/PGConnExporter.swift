@@ -112,13 +112,6 @@ struct PGConnExporter: ParsableCommand {
                     loopOverdue: monitor.overdue)
             },
             isReady: { monitor.isReady },
-            landingTargets: {
-                metrics.snapshot().map { series in
-                    LandingTarget(
-                        name: series.name, state: series.state?.rawValue ?? "starting",
-                        up: series.isUp(now: MonotonicInstant.now()))
-                }
-            },
             health: {
                 let policy = reloader.config.health
                 return HealthSnapshot(

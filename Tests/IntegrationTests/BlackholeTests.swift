@@ -21,7 +21,7 @@ import Testing
         let router = ExporterRouter(
             // No process_* families: reading /proc is the executable's job, and this test is about the monitor.
             renderMetrics: { metrics.render(wallClock: Date().timeIntervalSince1970, now: .now(), process: nil) },
-            isReady: { fixture.monitor.isReady }, landingTargets: { [] }, health: { HealthSnapshot(targets: [], policy: HealthPolicy()) }, version: "test")
+            isReady: { fixture.monitor.isReady }, health: { HealthSnapshot(targets: [], policy: HealthPolicy()) }, version: "test")
         let http = HTTPServer(listenAddress: "127.0.0.1:0", handler: router.handle)
         try http.start()
         defer { http.stop() }

@@ -15,14 +15,17 @@ private final class RouterFixture: Sendable {
     let ready = Readiness()
     let server: HTTPServer
 
-    init(telemetryPath: String = "/metrics", targets: [LandingTarget] = []) throws {
+    init(
+        telemetryPath: String = "/metrics", targets: [TargetHealth] = [],
+        events: [(target: String, event: TargetEvent)] = []
+    ) throws {
         let ready = self.ready
         let router = ExporterRouter(
             telemetryPath: telemetryPath,
             renderMetrics: { Array("pgconn_up{target=\"a\"} 1\n".utf8) },
             isReady: { ready.flag.load(ordering: .relaxed) },
-            landingTargets: { targets },
-            health: { HealthSnapshot(targets: [], policy: HealthPolicy()) },
+            health: { HealthSnapshot(targets: targets, policy: HealthPolicy()) },
+            events: { _, _ in events },
             version: "1.2.3"
         )
         server = HTTPServer(listenAddress: "127.0.0.1:0", handler: router.handle)
@@ -76,10 +79,18 @@ private final class RouterFixture: Sendable {
         #expect(after.text == "Ready\n")
     }
 
-    @Test func landingPageListsLinksAndEscapedTargets() throws {
+    static func health(_ name: String, healthy: Bool, failure: Failure? = nil) -> TargetHealth {
+        TargetHealth(
+            name: name, healthy: healthy, up: healthy, state: healthy ? "up" : "backoff", role: healthy ? "primary" : nil,
+            failure: failure, since: 1, latency: .microseconds(1500), consecutiveFailures: healthy ? 0 : 3, loginUp: nil,
+            counted: true)
+    }
+
+    @Test func statusPageListsLinksAndEscapedTargetsFailingFirst() throws {
+        let refused = Failure(reason: .refused, message: "Connection refused <b>")
         let fixture = try RouterFixture(targets: [
-            LandingTarget(name: "primary", state: "up", up: true),
-            LandingTarget(name: "<script>x</script>&\"'", state: "backoff", up: false),
+            Self.health("primary", healthy: true),
+            Self.health("<script>x</script>&\"'", healthy: false, failure: refused),
         ])
         defer { fixture.server.stop() }
         let response = try fixture.send("/")
@@ -87,18 +98,22 @@ private final class RouterFixture: Sendable {
         #expect(response.header("Content-Type") == "text/html; charset=utf-8")
         let page = response.text
         #expect(page.contains("<title>pgconn_exporter</title>"))
-        #expect(page.contains("<p>Version: 1.2.3</p>"))
-        #expect(page.contains("<a href=\"/metrics\">Metrics</a>"))
-        #expect(page.contains("<a href=\"/-/healthy\">"))
-        #expect(page.contains("<a href=\"/-/ready\">"))
-        #expect(page.contains("<tr><td>primary</td><td>up</td><td>yes</td></tr>"))
-        #expect(
-            page.contains(
-                "<tr><td>&lt;script&gt;x&lt;/script&gt;&amp;&quot;&#39;</td><td>backoff</td><td>no</td></tr>"))
-        #expect(!page.contains("<script>"))
+        #expect(page.contains("Version: 1.2.3"))
+        for link in ["/metrics", "/health", "/api/v1/events", "/-/healthy", "/-/ready"] {
+            #expect(page.contains("<a href=\"\(link)\">"), "\(link)")
+        }
+        #expect(page.contains("2 targets, <span class=\"down\">1 failing</span>"))
+        let escaped = "&lt;script&gt;x&lt;/script&gt;&amp;&quot;&#39;"
+        let failingRow = try #require(page.range(of: "<tr data-name=\"\(escaped)\">"))
+        let healthyRow = try #require(page.range(of: "<tr data-name=\"primary\">"))
+        #expect(failingRow.lowerBound < healthyRow.lowerBound, "failing targets first")
+        #expect(page.contains(#"<td class="down">backoff</td>"#))
+        #expect(page.contains(#"title="Connection refused &lt;b&gt;">refused</td>"#))
+        #expect(page.contains(#"<td class="up">up</td><td>primary</td><td>1.5ms</td>"#))
+        #expect(!page.contains("<script>x"))
     }
 
-    @Test func landingPageSaysWhenThereAreNoTargets() throws {
+    @Test func statusPageSaysWhenThereAreNoTargets() throws {
         let fixture = try RouterFixture()
         defer { fixture.server.stop() }
         #expect(try fixture.send("/").text.contains("No targets configured."))

@@ -31,7 +31,7 @@ import Testing
     @Test func theRouterCompressesMetricsOnlyWhenAsked() throws {
         let page = String(repeating: "pgconn_up{target=\"a\"} 1\n", count: 100)
         let router = ExporterRouter(
-            renderMetrics: { Array(page.utf8) }, isReady: { true }, landingTargets: { [] }, health: { HealthSnapshot(targets: [], policy: HealthPolicy()) }, version: "test")
+            renderMetrics: { Array(page.utf8) }, isReady: { true }, health: { HealthSnapshot(targets: [], policy: HealthPolicy()) }, version: "test")
         let plain = router.handle(HTTPRequest(path: "/metrics"))
         #expect(plain.header("Content-Encoding") == nil)
         #expect(plain.body == Array(page.utf8))

@@ -17,19 +17,27 @@ CONFIG ?= config/pgconn_exporter.yml
 # pooler the tests put in front of PostgreSQL; zlib1g-dev: gzip; curl.
 APT_PACKAGES := libpq-dev libmicrohttpd-dev postgresql postgresql-contrib prometheus \
 	prometheus-postgres-exporter pgbouncer zlib1g-dev curl
+# Only for `make test` and `make screenshot`: headless Chromium renders the status page.
+APT_TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps build run test check-config bench clean
+.PHONY: help deps deps-test install-packages build run test check-config bench screenshot clean
 
 help: ## List the targets.
 	@echo "usage: make <target>"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-13s %s\n", $$1, $$2 }'
 
 deps: ## Install the missing system packages (apt-get update only when something is missing).
+	@$(MAKE) --no-print-directory install-packages PACKAGES='$(APT_PACKAGES)'
+
+deps-test: deps ## deps, and what only the tests need (Chromium).
+	@$(MAKE) --no-print-directory install-packages PACKAGES='$(APT_TEST_PACKAGES)'
+
+install-packages:
 	@missing=(); \
-	for p in $(APT_PACKAGES); do \
+	for p in $(PACKAGES); do \
 		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$$p"); \
 	done; \
 	if (( $${#missing[@]} == 0 )); then echo "deps: all installed"; exit 0; fi; \
@@ -43,7 +51,7 @@ build: ## Build the release binary .build/release/pgconn_exporter.
 run: deps build ## Start a throwaway PostgreSQL and run the exporter on :9818 (PGCONN_LISTEN overrides).
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/run-local.sh
 
-test: deps ## Run every test, serially (integration tests start their own PostgreSQL servers).
+test: deps-test ## Run every test, serially (integration tests start their own PostgreSQL servers).
 	@mkdir -p $(dir $(TEST_LOG))
 	@bin="$$($(SWIFT) build --show-bin-path $(SWIFT_FLAGS))"; \
 	status=0; \
@@ -68,6 +76,9 @@ check-config: build ## Validate CONFIG (default config/pgconn_exporter.yml, plac
 
 bench: deps build ## Compare with postgres_exporter (BENCH_TARGETS=10, BENCH_SECONDS=30); writes docs/benchmarks.md.
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/bench.sh
+
+screenshot: deps-test build ## Render the status page with 3 targets in headless Chromium into docs/status-page.png.
+	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/screenshot.sh
 
 clean: ## Remove build products (keeps the downloaded dependencies).
 	$(SWIFT) package clean $(SWIFT_FLAGS)

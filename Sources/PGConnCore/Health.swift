@@ -12,12 +12,14 @@ public struct TargetHealth: Sendable, Equatable {
     public var role: String?
     /// The failure that explains an unhealthy target: the login check's when only it fails, else the session's.
     public var failure: Failure?
-    /// Unix seconds when the current state began, 0 before the first.
+    /// Unix seconds since when the probe has been succeeding (or failing), 0 before the first result.
     public var since: Double
     public var latency: Duration?
     public var consecutiveFailures: Int
     /// The last login check: `nil` when checks are off or none has finished yet.
     public var loginUp: Bool?
+    /// Why the last login check failed, whatever the policy says of login checks.
+    public var loginFailure: Failure? = nil
     /// Whether it counts toward the overall answer (`health.targets`).
     public var counted: Bool
 
@@ -52,9 +54,9 @@ public enum HealthReport {
             let failure = up && !loginHolds ? series.loginFailure : (up ? nil : series.lastFailure)
             return TargetHealth(
                 name: series.name, healthy: healthy, up: up, state: series.state?.rawValue ?? "starting",
-                role: series.inRecovery.map { $0 ? "standby" : "primary" }, failure: failure, since: series.stateSince,
+                role: series.inRecovery.map { $0 ? "standby" : "primary" }, failure: failure, since: series.healthSince,
                 latency: series.lastProbeDuration, consecutiveFailures: series.consecutiveFailures, loginUp: loginUp,
-                counted: counted?.contains(series.name) ?? true)
+                loginFailure: loginUp == false ? series.loginFailure : nil, counted: counted?.contains(series.name) ?? true)
         }
     }
 

@@ -25,7 +25,7 @@ public enum StatusPage {
         let failing = rows.count { !$0.health.healthy }
         let body =
             sorted.isEmpty
-            ? "<tr><td colspan=\"7\">No targets configured.</td></tr>\n"
+            ? "<tr><td colspan=\"8\">No targets configured.</td></tr>\n"
             : sorted.map { row($0, now: now) }.joined()
         let metrics = ExporterRouter.escape(telemetryPath)
         return """
@@ -48,7 +48,7 @@ public enum StatusPage {
             <p class="summary">\(rows.count) targets, <span class="\(failing == 0 ? "up" : "down")">\(failing) failing</span>
             · <label>Filter <input id="filter" size="24" placeholder="target name"></label></p>
             <table id="targets">
-            <tr><th>Target</th><th>State</th><th>Role</th><th>Latency</th><th>Since</th><th>Last failure</th><th>Last hour</th></tr>
+            <tr><th>Target</th><th>State</th><th>Role</th><th>Latency</th><th>Since</th><th>Login</th><th>Last failure</th><th>Last hour</th></tr>
             \(body)</table>
             <script>
             const f=document.getElementById('filter');f.value=decodeURIComponent(location.hash.slice(1));
@@ -68,13 +68,21 @@ public enum StatusPage {
         let state = health.healthy ? "up" : (health.up ? "login failing" : health.state)
         let latency = health.latency.map { HealthReport.milliseconds($0) } ?? "–"
         let since = health.since > 0 ? duration(now - health.since) : "–"
+        let login =
+            switch health.loginUp {
+            case true?: "<td class=\"up\">ok</td>"
+            case false?:
+                "<td class=\"down\" title=\"\(ExporterRouter.escape(health.loginFailure?.message ?? ""))\">"
+                    + "failing \(health.loginFailure?.reason.rawValue ?? "")</td>"
+            case nil: "<td>–</td>"
+            }
         let failure = health.failure.map { failure in
             let sqlstate = failure.sqlstate.map { " \($0)" } ?? ""
             return "<td class=\"reason\" title=\"\(ExporterRouter.escape(failure.message))\">"
                 + "\(failure.reason.rawValue)\(sqlstate)</td>"
         } ?? "<td></td>"
         return "<tr data-name=\"\(name)\"><td>\(name)</td><td class=\"\(status)\">\(ExporterRouter.escape(state))</td>"
-            + "<td>\(health.role ?? "–")</td><td>\(latency)</td><td>\(since)</td>\(failure)"
+            + "<td>\(health.role ?? "–")</td><td>\(latency)</td><td>\(since)</td>\(login)\(failure)"
             + "<td>\(timeline(row.events, healthy: health.healthy, now: now))</td></tr>\n"
     }
 

@@ -20,7 +20,7 @@ import Testing
         series.lastSuccessAt = up ? now : nil
         series.lastProbeDuration = .microseconds(1234)
         series.inRecovery = inRecovery
-        series.stateSince = 1_764_309_600  // 2025-11-28T06:00:00Z
+        series.healthSince = 1_764_309_600  // 2025-11-28T06:00:00Z
         series.consecutiveFailures = failures
         if !up { series.lastFailure = refused }
         if let login {

@@ -41,9 +41,10 @@ public struct TargetSeries: Sendable {
     public internal(set) var inRecovery: Bool?
     public internal(set) var serverStartTime: Double?
     /// For `/health`: the last failure of a probe, connect or session (its message never holds a password),
-    /// when the current state began (Unix seconds), and the last successful probe's round trip.
+    /// since when the probe has been succeeding or failing (Unix seconds; retries within an outage do not move
+    /// it), and the last successful probe's round trip.
     public internal(set) var lastFailure: Failure?
-    public internal(set) var stateSince: Double = 0
+    public internal(set) var healthSince: Double = 0
     public internal(set) var lastProbeDuration: Duration?
     /// The last login check's failure, `nil` after a success.
     public internal(set) var loginFailure: Failure?
@@ -100,6 +101,7 @@ public struct TargetSeries: Sendable {
         case .connectionFailed(let failure, _):
             connectionFailures[failure.reason, default: 0] += 1
             lastFailure = failure
+            if healthSince == 0 { healthSince = wallClock }  // failing since the start
         case .facts(let facts):
             if let version = facts.version { serverVersion = version }
             if let recovery = facts.inRecovery { inRecovery = recovery }
@@ -115,6 +117,7 @@ public struct TargetSeries: Sendable {
             probes += 1
             probeFailures[failure.reason, default: 0] += 1
             lastFailure = failure
+            if healthSince == 0 { healthSince = wallClock }
         case .disconnected(let failure):
             disconnects[failure.reason, default: 0] += 1
             lastFailure = failure
@@ -123,9 +126,9 @@ public struct TargetSeries: Sendable {
             resets += 1
             sessionStart = 0
         case .stateChanged:
-            stateSince = wallClock  // the state itself, a gauge, is set by ``sync(with:)`` alone
-        case .healthChanged:
             break  // a gauge of the machine's state: set by ``sync(with:)`` alone
+        case .healthChanged:
+            healthSince = wallClock  // the health itself, a gauge, is set by ``sync(with:)`` alone
         case .outageStarted:
             outages += 1
         case .outageEnded(let duration):

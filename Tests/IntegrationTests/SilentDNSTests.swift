@@ -8,32 +8,8 @@ import Testing
 ///
 /// The host comes from `PGHOST`, which the DSN does not spell out: libpq used to resolve it itself inside
 /// `PQconnectStartParams`, on the I/O thread, and the loop lagged 23.8 s while a healthy target never came up.
-@Suite(.serialized, .enabled(if: SilentDNSTests.canRun, "needs root, unshare, and udp 127.0.0.153:53 free"))
+@Suite(.serialized, .enabled(if: silentDNSCanRun(), "needs root, unshare, and udp 127.0.0.153:53 free"))
 struct SilentDNSTests {
-    /// Root (port 53, mount namespaces), util-linux's unshare, and nothing else on the test's DNS address.
-    static var canRun: Bool {
-        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
-            && (try? SilentResolver(address: "127.0.0.153")) != nil
-    }
-
-    /// Binds UDP `address`:53 and never reads: queries sit in the socket buffer, unanswered.
-    final class SilentResolver {
-        let fd: Int32
-
-        init(address: String) throws {
-            fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_port = in_port_t(53).bigEndian
-            inet_pton(AF_INET, address, &sin.sin_addr)
-            let bound = withUnsafePointer(to: &sin) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard fd >= 0, bound == 0 else { throw TestPostgresError("cannot bind udp \(address):53") }
-        }
-
-        deinit { close(fd) }
-    }
 
     @Test func aHostFromPGHOSTBehindASilentResolverDelaysNothingElse() throws {
         let server = try TestPostgres.start()
@@ -89,4 +65,29 @@ struct SilentDNSTests {
         #expect(mostOverdue < 0.5)
         #expect(slowest < .seconds(1))
     }
+}
+
+/// Binds UDP `address`:53 and never reads: queries sit in the socket buffer, unanswered.
+final class SilentResolver {
+    let fd: Int32
+
+    init(address: String) throws {
+        fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = in_port_t(53).bigEndian
+        inet_pton(AF_INET, address, &sin.sin_addr)
+        let bound = withUnsafePointer(to: &sin) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard fd >= 0, bound == 0 else { throw TestPostgresError("cannot bind udp \(address):53") }
+    }
+
+    deinit { close(fd) }
+}
+
+/// Root (port 53, mount namespaces), util-linux's unshare, and nothing else on the test's DNS address.
+func silentDNSCanRun() -> Bool {
+    getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
+        && (try? SilentResolver(address: "127.0.0.153")) != nil
 }

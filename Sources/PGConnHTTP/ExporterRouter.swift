@@ -3,12 +3,13 @@ public import PGConnCore
 import Glibc
 #endif
 
-/// The exporter's HTTP routes: metrics, health, liveness, readiness and the landing page.
+/// The exporter's HTTP routes: metrics, health, events, liveness, readiness, reload and the status page.
 ///
-/// Every answer is computed from the closures' current snapshots; none of them may block on the probe
-/// loop. GET and HEAD are accepted on every route (the server drops the body for HEAD); any other method
-/// on a known path is 405 with `Allow`, an unknown path 404. The telemetry path wins over the fixed
-/// routes if the two collide.
+/// Every answer but the reload's is computed from the closures' current snapshots; none of them may block on
+/// the probe loop (a reload waits for the loop's answer, at most 5 s). GET and HEAD are accepted on every route
+/// but `/-/reload`, which takes POST only (the server drops the body for HEAD); any other method on a known
+/// path is 405 with `Allow`, an unknown path 404. The telemetry path wins over the fixed routes if the two
+/// collide.
 public struct ExporterRouter: Sendable {
     /// The content type of the Prometheus text exposition format 0.0.4.
     public static let metricsContentType = "text/plain; version=0.0.4; charset=utf-8"

@@ -11,8 +11,15 @@ extension ConfigLoader {
     static func load(
         file path: String, parseDSN: (String) -> Result<DSNSummary, DSNError>
     ) -> Result<ValidatedConfig, ConfigError> {
+        load(read: readFile(path), path: path, parseDSN: parseDSN)
+    }
+
+    /// Loads a config from a file read already (the reloader hashes the same bytes to notice changes).
+    static func load(
+        read: Result<[UInt8], ReadProblem>, path: String, parseDSN: (String) -> Result<DSNSummary, DSNError>
+    ) -> Result<ValidatedConfig, ConfigError> {
         let bytes: [UInt8]
-        switch readFile(path) {
+        switch read {
         case .success(let contents): bytes = contents
         case .failure(let problem):
             return .failure(ConfigError(messages: ["cannot read config file \"\(path)\": \(problem.message)"]))

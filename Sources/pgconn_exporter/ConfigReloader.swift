@@ -58,11 +58,12 @@ final class ConfigReloader: Sendable {
     func reload(trigger: String) -> Outcome {
         serial.withLock { _ in
             let outcome: Outcome
-            switch ConfigLoader.load(file: file, parseDSN: DSNParser.parse) {
+            let read = ConfigLoader.readFile(file)
+            if let bytes = try? read.get() { lastSeen.withLock { $0 = bytes.hashValue } }
+            switch ConfigLoader.load(read: read, path: file, parseDSN: DSNParser.parse) {
             case .failure(let error):
                 outcome = .failed(error.messages.map { "\(file): \($0)" })
             case .success(let config):
-                if let bytes = try? ConfigLoader.readFile(file).get() { lastSeen.withLock { $0 = bytes.hashValue } }
                 if let summary = monitor.reload(config) {
                     current.withLock { $0 = config }
                     outcome = .reloaded(summary)

@@ -150,7 +150,7 @@ public enum SessionReply {
     }
 
     /// Why the connection must be discarded, or `nil` when it can go on.
-    static func lostConnection(_ reply: QueryReply) -> Failure? {
+    public static func lostConnection(_ reply: QueryReply) -> Failure? {
         if let limit = reply.overLimit {
             return Failure(reason: .queryError, message: "reply too large (\(limit)); the connection is discarded")
         }

@@ -403,7 +403,14 @@ public struct SessionStateMachine: Sendable {
     }
 
     private func roleMismatch(inRecovery: Bool) -> Failure? {
-        switch (config.expect, inRecovery) {
+        config.expect.mismatch(inRecovery: inRecovery)
+    }
+}
+
+extension ExpectedRole {
+    /// The `read_only` failure of a server in the wrong role for this expectation, or `nil`.
+    public func mismatch(inRecovery: Bool) -> Failure? {
+        switch (self, inRecovery) {
         case (.primary, true):
             Failure(reason: .readOnly, message: "server is in recovery (a standby) but expect is primary")
         case (.standby, false):

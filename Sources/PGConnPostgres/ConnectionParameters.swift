@@ -6,11 +6,13 @@ import PGConnCore
 /// The password is read before every (re)connect, on a worker thread (``readPassword(_:)``), so a rotated secret
 /// is picked up without a reload and a slow file system never stalls the loop.
 enum ConnectionParameters {
-    /// What `pg_stat_activity.application_name` shows: sessions and login checks apart, so a DBA can tell them
+    /// What `pg_stat_activity.application_name` shows: sessions, login checks and probes apart, so a DBA can tell them
     /// from each other and from applications.
     enum Purpose: String {
         case session = "pgconn_exporter"
         case loginCheck = "pgconn_exporter_login"
+        /// An on-demand probe (`/probe`): connect, query, close.
+        case probe = "pgconn_exporter_probe"
     }
 
     /// Keywords that override the DSN.
@@ -35,7 +37,7 @@ enum ConnectionParameters {
         // GSSAPI encryption is tried first by default, and with a Kerberos ticket cache libpq may then talk to the
         // KDC synchronously, inside the connect: off unless the DSN or PGGSSENCMODE asks for it.
         if dsnValues["gssencmode"] == nil { pairs.append(("gssencmode", "disable")) }
-        if purpose == .session, serverTimeouts, let options = self.serverTimeouts(for: target, dsnOptions: dsnValues["options"]) {
+        if purpose != .loginCheck, serverTimeouts, let options = self.serverTimeouts(for: target, dsnOptions: dsnValues["options"]) {
             pairs.append(("options", options))
         }
         if let password { pairs.append(("password", password)) }

@@ -14,25 +14,32 @@ public final class Monitor: Sendable {
     private let started = Atomic<Bool>(false)
     private let stopRequested = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
+    private let metrics: MetricsStore
+    /// On-demand probes asked for and not answered yet, at most ``maxConcurrentProbes``.
+    private let probesInFlight = Atomic<Int>(0)
+    public let maxConcurrentProbes: Int
 
     /// - Parameters:
     ///   - seed: seeds each target's backoff and login-check jitter (target i uses seed + i); random by default.
-    ///   - maxConcurrentConnects: how many connections (sessions and login checks) may be in the middle of being
-    ///     established at once; the rest wait their turn (``ConnectAdmission``).
+    ///   - maxConcurrentConnects: how many connections (sessions, login checks, on-demand probes) may be in the
+    ///     middle of being established at once; the rest wait their turn (``ConnectAdmission``).
+    ///   - maxConcurrentProbes: how many on-demand probes may be asked for at once (``probe(_:completion:)``).
     public convenience init(
         config: ValidatedConfig, metrics: MetricsStore, logger: Logger, seed: UInt64 = UInt64.random(in: 0...UInt64.max),
-        maxConcurrentConnects: Int = 64
+        maxConcurrentConnects: Int = 64, maxConcurrentProbes: Int = 32
     ) throws(SystemError) {
         try self.init(
             config: config, metrics: metrics, logger: logger, environment: .live, seed: seed,
-            maxConcurrentConnects: maxConcurrentConnects)
+            maxConcurrentConnects: maxConcurrentConnects, maxConcurrentProbes: maxConcurrentProbes)
     }
 
     /// With the blocking work and the connections injected (tests use scripted fakes).
     package init(
         config: ValidatedConfig, metrics: MetricsStore, logger: Logger, environment: MonitorEnvironment, seed: UInt64,
-        maxConcurrentConnects: Int = 64
+        maxConcurrentConnects: Int = 64, maxConcurrentProbes: Int = 32
     ) throws(SystemError) {
+        self.metrics = metrics
+        self.maxConcurrentProbes = max(1, maxConcurrentProbes)
         loop = try MonitorLoop(
             config: config, metrics: metrics, logger: logger, environment: environment, seed: seed,
             maxConcurrentConnects: maxConcurrentConnects)
@@ -53,6 +60,30 @@ public final class Monitor: Sendable {
         let completion = ReloadCompletion()
         loop.send(.reload(config, completion))
         return completion.wait(timeout: timeout)
+    }
+
+    /// Runs one on-demand probe on the loop (no thread waits for it) and calls `completion` once with its result,
+    /// on the I/O thread (or at once if the monitor is stopped): keep it short. Returns false, without probing,
+    /// when ``maxConcurrentProbes`` are in progress (counted in `pgconn_exporter_probes_rejected_total`).
+    public func probe(_ order: ProbeOrder, completion: @escaping @Sendable (ProbeResult) -> Void) -> Bool {
+        let admitted = probesInFlight.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue <= maxConcurrentProbes
+        guard admitted else {
+            probesInFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+            metrics.recordProbeRejected()
+            return false
+        }
+        metrics.recordProbe(started: true)
+        let finish = ProbeCompletion { [self] result in
+            probesInFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+            metrics.recordProbe(started: false)
+            completion(result)
+        }
+        guard !stopRequested.load(ordering: .acquiring) else {
+            finish.finish(.failed(Failure(reason: .other, message: "the exporter is shutting down")))
+            return true
+        }
+        loop.send(.probe(order, finish))
+        return true
     }
 
     /// Starts the I/O thread. Call once.

@@ -15,6 +15,7 @@ extension MonitorLoop {
             switch slot.role {
             case .session: target.session.connectDeferred()
             case .login: target.login.deferred()
+            case .probe: traceProbe(target, "waiting for a connect turn (\(admission.inFlight.count) connects in progress)")
             }
         }
     }
@@ -33,13 +34,15 @@ extension MonitorLoop {
             pendingAdmissions = []
             let now = MonotonicInstant.now()
             for token in batch {
-                guard let target = targetsByID[Int(token >> 1)] else { continue }
-                let slot = target.slot(token & 1 == 0 ? .session : .login)
+                let (id, role) = TargetRuntime.decode(token)
+                guard let target = runtime(id) else { continue }
+                let slot = target.slot(role)
                 guard slot.admission == .waiting else { continue }
                 slot.admission = .holding
                 switch slot.role {
                 case .session: target.session.connectAdmitted(now: now)
                 case .login: target.login.admitted(now: now)
+                case .probe: traceProbe(target, "connect admitted")
                 }
                 begin(slot, of: target, now: now)
                 reschedule(target)
@@ -53,6 +56,7 @@ extension MonitorLoop {
             resolve(slot, of: target, now: now)
             return
         }
+        if slot.role == .probe { traceProbe(target, "reading the password (\(Self.describe(target.config.password)))") }
         let ticket = newTicket()
         slot.stage = .readingPassword(ticket: ticket)
         pendingPasswords[ticket] = (target.id, slot.role)
@@ -63,7 +67,7 @@ extension MonitorLoop {
 
     /// A password read finished; ignored when its slot was closed or reopened since.
     func passwordRead(ticket: UInt64, _ result: Result<String?, Failure>, now: MonotonicInstant) {
-        guard let (id, role) = pendingPasswords.removeValue(forKey: ticket), let target = targetsByID[id] else { return }
+        guard let (id, role) = pendingPasswords.removeValue(forKey: ticket), let target = runtime(id) else { return }
         let slot = target.slot(role)
         guard slot.stage == .readingPassword(ticket: ticket) else { return }
         switch result {
@@ -72,6 +76,7 @@ extension MonitorLoop {
             switch role {
             case .session: target.sessionPasswordHash = password?.hashValue
             case .login: target.loginPasswordHash = password?.hashValue
+            case .probe: break
             }
             resolve(slot, of: target, now: now)
         case .failure(let failure):
@@ -87,6 +92,7 @@ extension MonitorLoop {
             return
         }
         slot.stage = .resolving
+        if slot.role == .probe { traceProbe(target, "resolving \(hosts.joined(separator: ", "))") }
         target.lookup.waiters.insert(slot.role)
         // At most one lookup per target: a connect that timed out while its lookup hung waits for that one.
         guard target.lookup.inFlight == nil else { return }
@@ -94,19 +100,19 @@ extension MonitorLoop {
         target.lookup.inFlight = ticket
         pendingLookups[ticket] = target.id
         let lookUp = environment.lookUp
-        lookups.submit(ticket: ticket) { [weak self] in
+        lookupPool(for: target).submit(ticket: ticket) { [weak self] in
             self?.send(.lookupFinished(ticket: ticket, HostResolver.resolve(hosts, with: lookUp)))
         }
     }
 
     /// A lookup finished: every slot of the target still waiting for it connects (or fails) now.
     func lookupFinished(ticket: UInt64, _ result: Result<String, Failure>, now: MonotonicInstant) {
-        guard let id = pendingLookups.removeValue(forKey: ticket), let target = targetsByID[id],
+        guard let id = pendingLookups.removeValue(forKey: ticket), let target = runtime(id),
             target.lookup.inFlight == ticket
         else { return }
         let waiters = target.lookup.waiters
         target.lookup = TargetLookup()
-        for role in [ConnectionRole.session, .login] where waiters.contains(role) {
+        for role in ConnectionRole.allCases where waiters.contains(role) {
             let slot = target.slot(role)
             guard slot.stage == .resolving else { continue }
             switch result {
@@ -121,13 +127,28 @@ extension MonitorLoop {
     /// Leaves the target's lookup; one nobody waits for any more is withdrawn if it has not started.
     private func leaveLookup(_ slot: ConnectionSlot, of target: TargetRuntime) {
         target.lookup.waiters.remove(slot.role)
-        guard target.lookup.waiters.isEmpty, let ticket = target.lookup.inFlight, lookups.withdraw(ticket) else { return }
+        guard target.lookup.waiters.isEmpty, let ticket = target.lookup.inFlight, lookupPool(for: target).withdraw(ticket)
+        else { return }
         pendingLookups[ticket] = nil
         target.lookup.inFlight = nil
     }
 
+    /// The probes' own lookup pool for their runtimes, the targets' for theirs.
+    private func lookupPool(for target: TargetRuntime) -> WorkerPool {
+        probeRuns[target.id] == nil ? lookups : probeLookups
+    }
+
     private func connect(_ slot: ConnectionSlot, of target: TargetRuntime, hostaddr: String?, now: MonotonicInstant) {
-        let purpose: ConnectionParameters.Purpose = slot.role == .session ? .session : .loginCheck
+        let purpose: ConnectionParameters.Purpose =
+            switch slot.role {
+            case .session: .session
+            case .login: .loginCheck
+            case .probe: .probe
+            }
+        if slot.role == .probe {
+            let address = hostaddr.map { " (\($0))" } ?? ""
+            traceProbe(target, "connecting to \(target.config.summary.host):\(target.config.summary.port)\(address)")
+        }
         let overrides = ConnectionParameters.overrides(
             for: target.config, purpose: purpose, dsnValues: target.dsnValues, password: slot.password,
             hostaddr: hostaddr, serverTimeouts: target.sendsServerTimeouts)
@@ -145,18 +166,22 @@ extension MonitorLoop {
     }
 
     func connectFailed(_ slot: ConnectionSlot, of target: TargetRuntime, _ failure: Failure, now: MonotonicInstant) {
-        if slot.role == .session, target.sendsServerTimeouts, ConnectionParameters.refusesOptions(failure) {
+        if slot.role != .login, target.sendsServerTimeouts, ConnectionParameters.refusesOptions(failure) {
             // A pooler: connect again at once without them, within the same attempt and deadline.
             target.sendsServerTimeouts = false
-            logger.info(
-                "server refuses startup options (a pooler?): probes are bounded by cancel requests only",
-                metadata: ["target": "\(target.config.name)"])
+            let note = "server refuses startup options (a pooler?): probes are bounded by cancel requests only"
+            if slot.role == .probe {
+                traceProbe(target, note + "; connecting again without them")
+            } else {
+                logger.info("\(note)", metadata: ["target": "\(target.config.name)"])
+            }
             open(slot, of: target, now: now)
             return
         }
         switch slot.role {
         case .session: drive(target, target.session.connectFailed(failure, now: now), now: now)
         case .login: driveLogin(target, target.login.failed(failure, now: now), now: now)
+        case .probe: if let run = probeRuns[target.id] { finishProbe(run, failure: failure, now: now) }
         }
     }
 
@@ -227,5 +252,69 @@ extension MonitorLoop {
             connectFailed(slot, of: target, failure, now: now)
         }
         return false
+    }
+
+    // MARK: - Queries
+
+    /// How far a reply has come.
+    enum ReplyProgress {
+        /// More is on its way.
+        case incomplete
+        /// Reading failed: the connection is gone.
+        case lost(Failure)
+        /// Every result is in (or the reply broke ``SessionReply/limits`` and reading stopped).
+        case complete(QueryReply)
+    }
+
+    /// Sends a query on an established slot and flushes it; a failure means the connection is unusable.
+    /// Probes and on-demand probes run in single-row mode, so their size is counted as rows arrive.
+    func sendQuery(_ kind: QueryKind, _ sql: String, on slot: ConnectionSlot, of target: TargetRuntime) -> Failure? {
+        guard let connection = slot.connection else { return nil }
+        guard connection.sendQuery(sql, singleRow: kind == .probe) else {
+            return FailureClassifier.classify(sqlstate: nil, message: connection.errorMessage)
+        }
+        slot.query = kind
+        slot.results = []
+        slot.resultBytes = 0
+        return flush(slot, of: target)
+    }
+
+    /// Sends what libpq has buffered, watching for writability until all is out.
+    func flush(_ slot: ConnectionSlot, of target: TargetRuntime) -> Failure? {
+        guard let connection = slot.connection else { return nil }
+        switch connection.flush() {
+        case .success(let done):
+            epoll.watch(slot.socket, done ? .read : [.read, .write], token: target.token(slot.role))
+            return nil
+        case .failure(let failure):
+            return failure
+        }
+    }
+
+    /// Reads what the socket has into the slot's reply (a query must be in flight).
+    func readReply(_ slot: ConnectionSlot, _ connection: any DatabaseConnection) -> ReplyProgress {
+        if let failure = connection.consumeInput() { return .lost(failure) }
+        while !connection.isBusy {
+            guard let (result, bytes) = connection.nextResult() else {
+                return .complete(reply(slot, connection, overLimit: nil))
+            }
+            slot.results.append(result)
+            slot.resultBytes += bytes
+            // libpq returns a COPY status again and again, and the rest of a huge reply is still on the wire:
+            // stop reading at once and let the reply discard the connection.
+            let overLimit = SessionReply.limits.exceeded(results: slot.results.count, bytes: slot.resultBytes)
+            if overLimit != nil || result.status.isUnexpected {
+                return .complete(reply(slot, connection, overLimit: overLimit))
+            }
+        }
+        return .incomplete
+    }
+
+    /// The reply gathered so far, as the plain value ``SessionReply`` interprets.
+    private func reply(_ slot: ConnectionSlot, _ connection: any DatabaseConnection, overLimit: String?) -> QueryReply {
+        QueryReply(
+            results: slot.results, connectionBad: connection.isBad, errorMessage: connection.errorMessage,
+            transactionOpen: connection.isInTransaction, serverVersion: connection.parameterStatus("server_version"),
+            overLimit: overLimit)
     }
 }

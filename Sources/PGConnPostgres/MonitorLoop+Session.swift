@@ -24,27 +24,8 @@ extension MonitorLoop {
     }
 
     private func send(_ target: TargetRuntime, _ kind: QueryKind, _ sql: String, now: MonotonicInstant) {
-        let slot = target.sessionSlot
-        guard let connection = slot.connection else { return }
-        // Probes run in single-row mode so their size is counted as rows arrive (``SessionReply/limits``).
-        guard connection.sendQuery(sql, singleRow: kind == .probe) else {
-            let failure = FailureClassifier.classify(sqlstate: nil, message: connection.errorMessage)
-            drive(target, target.session.connectionLost(failure, now: now), now: now)
-            return
-        }
-        slot.query = kind
-        slot.results = []
-        slot.resultBytes = 0
-        flushSession(target, now: now)
-    }
-
-    private func flushSession(_ target: TargetRuntime, now: MonotonicInstant) {
-        let slot = target.sessionSlot
-        guard let connection = slot.connection else { return }
-        switch connection.flush() {
-        case .success(let done):
-            epoll.watch(slot.socket, done ? .read : [.read, .write], token: target.token(.session))
-        case .failure(let failure):
+        guard target.sessionSlot.connection != nil else { return }
+        if let failure = sendQuery(kind, sql, on: target.sessionSlot, of: target) {
             drive(target, target.session.connectionLost(failure, now: now), now: now)
         }
     }
@@ -60,38 +41,24 @@ extension MonitorLoop {
             return
         }
         if event.writable && slot.query != nil {
-            flushSession(target, now: now)
+            if let failure = flush(slot, of: target) {
+                drive(target, target.session.connectionLost(failure, now: now), now: now)
+            }
             guard slot.connection === connection else { return }
         }
         guard event.readable || event.hangup else { return }
-        if let failure = connection.consumeInput() {
-            drive(target, target.session.connectionLost(failure, now: now), now: now)
+        guard let kind = slot.query else {
+            // Idle: a notice or parameter status, nothing to do, unless the server closed the connection.
+            if let failure = connection.consumeInput() {
+                drive(target, target.session.connectionLost(failure, now: now), now: now)
+            }
             return
         }
-        guard let kind = slot.query else { return }  // idle: a notice or parameter status, nothing to do
-        while !connection.isBusy {
-            guard let (result, bytes) = connection.nextResult() else {
-                finishQuery(target, kind, reply(slot, connection, overLimit: nil), now: now)
-                return
-            }
-            slot.results.append(result)
-            slot.resultBytes += bytes
-            // libpq returns a COPY status again and again, and the rest of a huge reply is still on the wire:
-            // stop reading at once and let the reply discard the connection.
-            let overLimit = SessionReply.limits.exceeded(results: slot.results.count, bytes: slot.resultBytes)
-            if overLimit != nil || result.status.isUnexpected {
-                finishQuery(target, kind, reply(slot, connection, overLimit: overLimit), now: now)
-                return
-            }
+        switch readReply(slot, connection) {
+        case .incomplete: break
+        case .lost(let failure): drive(target, target.session.connectionLost(failure, now: now), now: now)
+        case .complete(let reply): finishQuery(target, kind, reply, now: now)
         }
-    }
-
-    /// The reply gathered so far, as the plain value ``SessionReply`` interprets.
-    private func reply(_ slot: ConnectionSlot, _ connection: any DatabaseConnection, overLimit: String?) -> QueryReply {
-        QueryReply(
-            results: slot.results, connectionBad: connection.isBad, errorMessage: connection.errorMessage,
-            transactionOpen: connection.isInTransaction, serverVersion: connection.parameterStatus("server_version"),
-            overLimit: overLimit)
     }
 
     /// Hands the finished reply to the machine. The slot keeps `query` set for a reply that discards the

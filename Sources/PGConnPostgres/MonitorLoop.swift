@@ -20,6 +20,7 @@ final class MonitorLoop: @unchecked Sendable {
         case lookupFinished(ticket: UInt64, Result<String, Failure>)
         case cancelSent(id: Int)
         case credentialsRead(id: Int, Result<String?, Failure>)
+        case probe(ProbeOrder, ProbeCompletion)
     }
 
     /// Targets in config order, and by their stable id (the id is in every epoll token, timer and lookup, so
@@ -44,6 +45,8 @@ final class MonitorLoop: @unchecked Sendable {
     let lookups = WorkerPool(name: "pgconn-dns", width: 4)
     let files = WorkerPool(name: "pgconn-files", width: 1)
     let cancels = WorkerPool(name: "pgconn-cancel", width: 2)
+    /// On-demand probes resolve their names apart, so probes of names that hang DNS never delay the targets'.
+    let probeLookups = WorkerPool(name: "pgconn-probe-dns", width: 2)
     var nextTicket: UInt64 = 0
     /// Lookups submitted and not answered, by ticket: which target asked.
     var pendingLookups: [UInt64: Int] = [:]
@@ -56,6 +59,10 @@ final class MonitorLoop: @unchecked Sendable {
     /// fail at once (a missing password file on every target) is a loop, not a recursion.
     var pendingAdmissions: [UInt64] = []
     private var publishedGauges = LoopGauges()
+    /// On-demand probes in progress, by the id of their runtime (from the targets' id space, never reused).
+    var probeRuns: [Int: ProbeRun] = [:]
+    /// The run in progress for a probe key: one connection per probed target at a time, later requests join it.
+    var probeRunsByKey: [String: Int] = [:]
 
     init(
         config: ValidatedConfig, metrics: MetricsStore, logger: Logger, environment: MonitorEnvironment, seed: UInt64,
@@ -80,8 +87,14 @@ final class MonitorLoop: @unchecked Sendable {
     /// A loop that never ran (a monitor that was never started) still ends its worker threads.
     deinit {
         lookups.shutdown()
+        probeLookups.shutdown()
         files.shutdown()
         cancels.shutdown(dropQueued: false)
+    }
+
+    /// A target's runtime, or an on-demand probe's, by id.
+    func runtime(_ id: Int) -> TargetRuntime? {
+        targetsByID[id] ?? probeRuns[id]?.runtime
     }
 
     /// Queues a command for the loop and wakes it. Safe from any thread.
@@ -150,7 +163,9 @@ final class MonitorLoop: @unchecked Sendable {
                     drive(target, target.session.stop(), now: now)
                     driveLogin(target, target.login.stop(), now: now)
                 }
+                stopProbes(now: now)
                 lookups.shutdown()
+                probeLookups.shutdown()
                 files.shutdown()
                 cancels.shutdown(dropQueued: false)  // the cancels of queries the stop left running
                 running = false
@@ -161,16 +176,22 @@ final class MonitorLoop: @unchecked Sendable {
             case .lookupFinished(let ticket, let result):
                 lookupFinished(ticket: ticket, result, now: now)
             case .cancelSent(let id):
-                targetsByID[id]?.cancelInFlight = false
+                runtime(id)?.cancelInFlight = false
             case .credentialsRead(let id, let result):
                 guard let target = targetsByID[id] else { continue }
                 credentialsRead(target, result, now: now)
+            case .probe(let order, let completion):
+                startProbe(order, completion, now: now)
             }
         }
     }
 
     private func fireTimers(now: MonotonicInstant) {
         while let entry = timers.popDue(now: now) {
+            if entry.tag.kind == .probe {
+                if let run = probeRuns[entry.tag.id] { probeDeadlinePassed(run, now: now) }
+                continue
+            }
             guard let target = targetsByID[entry.tag.id] else { continue }
             switch entry.tag.kind {
             case .session:
@@ -195,6 +216,8 @@ final class MonitorLoop: @unchecked Sendable {
                 // Stays set until the read is answered, so only one check is in flight.
                 guard target.scheduledCredentialCheck == entry.deadline else { continue }
                 checkCredentials(target)
+            case .probe:
+                break  // handled above
             }
         }
     }
@@ -220,11 +243,14 @@ final class MonitorLoop: @unchecked Sendable {
     }
 
     private func dispatch(_ event: Epoll.Event, now: MonotonicInstant) {
-        guard let target = targetsByID[Int(event.token >> 1)] else { return }
-        if event.token & 1 == 0 {
-            sessionSocketReady(target, event, now: now)
-        } else {
-            loginSocketReady(target, now: now)
+        let (id, role) = TargetRuntime.decode(event.token)
+        switch role {
+        case .session:
+            if let target = targetsByID[id] { sessionSocketReady(target, event, now: now) }
+        case .login:
+            if let target = targetsByID[id] { loginSocketReady(target, now: now) }
+        case .probe:
+            if let run = probeRuns[id] { probeSocketReady(run, event, now: now) }
         }
     }
 

@@ -7,6 +7,8 @@ struct TimerTag: Sendable {
         case login
         /// While backing off after a credential failure: time to look whether the password file changed.
         case credentials
+        /// A deadline of an on-demand probe (``ProbeRun``): its own or one of its waiters'.
+        case probe
     }
 
     var id: Int
@@ -19,12 +21,23 @@ enum QueryKind {
     case rollback
 }
 
-enum ConnectionRole: Hashable {
+enum ConnectionRole: Hashable, CaseIterable {
     case session
     case login
+    /// An on-demand probe's one connection (``ProbeRun``), on a runtime of its own.
+    case probe
+
+    /// The two low bits of an epoll token.
+    var tokenBits: UInt64 {
+        switch self {
+        case .session: 0
+        case .login: 1
+        case .probe: 2
+        }
+    }
 }
 
-/// One connection of a target (its session, or its current login check) and what it is doing.
+/// One connection of a target (its session, its current login check, or an on-demand probe's) and what it is doing.
 ///
 /// A connect goes through `waitingTurn` (``ConnectAdmission``), `readingPassword` and `resolving` (both on
 /// worker threads), `connecting` (libpq's `PQconnectPoll`), then `established`. Closing returns it to `idle`
@@ -85,6 +98,8 @@ final class TargetRuntime {
     var login: LoginCheckStateMachine
     let sessionSlot = ConnectionSlot(role: .session)
     let loginSlot = ConnectionSlot(role: .login)
+    /// Used only by the runtime of an on-demand probe (``ProbeRun``), which uses no other slot.
+    let probeSlot = ConnectionSlot(role: .probe)
     var lookup = TargetLookup()
     var scheduledSession: MonotonicInstant?
     var scheduledLogin: MonotonicInstant?
@@ -116,8 +131,25 @@ final class TargetRuntime {
             interval: config.loginInterval, timeout: config.connectTimeout, seed: ~seed, backoff: config.backoff)
     }
 
-    func slot(_ role: ConnectionRole) -> ConnectionSlot { role == .session ? sessionSlot : loginSlot }
+    func slot(_ role: ConnectionRole) -> ConnectionSlot {
+        switch role {
+        case .session: sessionSlot
+        case .login: loginSlot
+        case .probe: probeSlot
+        }
+    }
 
-    /// epoll tokens: the id shifted left, the low bit telling session (0) from login check (1).
-    func token(_ role: ConnectionRole) -> UInt64 { UInt64(id) << 1 | (role == .session ? 0 : 1) }
+    /// epoll tokens (and admission keys): the id shifted left, the two low bits the role.
+    func token(_ role: ConnectionRole) -> UInt64 { UInt64(id) << 2 | role.tokenBits }
+
+    /// The id and role a token stands for.
+    static func decode(_ token: UInt64) -> (id: Int, role: ConnectionRole) {
+        let role: ConnectionRole =
+            switch token & 3 {
+            case 0: .session
+            case 1: .login
+            default: .probe
+            }
+        return (Int(token >> 2), role)
+    }
 }

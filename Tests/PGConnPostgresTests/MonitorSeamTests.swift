@@ -19,7 +19,7 @@ import Testing
         let monitor: Monitor
 
         init(
-            _ targets: [TargetConfig], server: ScriptedServer, maxConcurrentConnects: Int = 64,
+            _ targets: [TargetConfig], server: ScriptedServer, maxConcurrentConnects: Int = 64, maxConcurrentProbes: Int = 32,
             lookUp: @escaping @Sendable (String) -> Result<String, Failure> = { _ in .success("192.0.2.1") },
             readPassword: @escaping @Sendable (PasswordSource) -> Result<String?, Failure> = { _ in .success(nil) }
         ) throws {
@@ -28,7 +28,7 @@ import Testing
             monitor = try Monitor(
                 config: ValidatedConfig(targets: targets), metrics: metrics,
                 logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, environment: environment, seed: 7,
-                maxConcurrentConnects: maxConcurrentConnects)
+                maxConcurrentConnects: maxConcurrentConnects, maxConcurrentProbes: maxConcurrentProbes)
             monitor.start()
         }
 

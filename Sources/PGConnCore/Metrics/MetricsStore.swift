@@ -47,6 +47,9 @@ public final class MetricsStore: Sendable {
     private let state = Mutex(State())
     /// Outside `state`: log lines are dropped from any thread, perhaps one inside `update`, so no lock here.
     private let logLinesDropped = Atomic<UInt64>(0)
+    /// On-demand probes: written by HTTP threads and the I/O loop, so atomics rather than `state`.
+    private let probesRejected = Atomic<UInt64>(0)
+    private let probesInFlight = Atomic<Int>(0)
     public let buildInfo: BuildInfo
 
     public init(buildInfo: BuildInfo) {
@@ -129,6 +132,20 @@ public final class MetricsStore: Sendable {
     }
 
     /// Log lines that were not written: the log queue was full (stderr slower than the logging) or the write failed.
+    /// A `/probe` request turned away (429) because the on-demand probe limit was reached.
+    public func recordProbeRejected() {
+        probesRejected.add(1, ordering: .relaxed)
+    }
+
+    /// An on-demand probe was asked for (`started`) or answered; the difference is the in-progress gauge.
+    public func recordProbe(started: Bool) {
+        if started {
+            probesInFlight.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            probesInFlight.wrappingSubtract(1, ordering: .relaxed)
+        }
+    }
+
     public func recordLogLinesDropped(_ count: Int) {
         logLinesDropped.add(UInt64(count), ordering: .relaxed)
     }
@@ -159,6 +176,7 @@ public final class MetricsStore: Sendable {
         Self.renderExporter(
             buildInfo: buildInfo, exporter, loopOverdue: loopOverdue,
             logLinesDropped: logLinesDropped.load(ordering: .relaxed), into: &out)
+        renderProbes(into: &out)
         if let process { Self.renderProcess(process, into: &out) }
         return out.bytes
     }
@@ -304,6 +322,17 @@ public final class MetricsStore: Sendable {
             "pgconn_exporter_log_lines_dropped_total", .counter,
             help: "Log lines not written to stderr: the log queue was full (stderr too slow) or the write failed.")
         out.sample("pgconn_exporter_log_lines_dropped_total", [], logLinesDropped)
+    }
+
+    private func renderProbes(into out: inout ExpositionWriter) {
+        out.family(
+            "pgconn_exporter_probes_in_progress", .gauge,
+            help: "On-demand probes (/probe) asked for and not answered yet; at most --probe.max-concurrent.")
+        out.sample("pgconn_exporter_probes_in_progress", [], Double(probesInFlight.load(ordering: .relaxed)))
+        out.family(
+            "pgconn_exporter_probes_rejected_total", .counter,
+            help: "/probe requests answered 429 because --probe.max-concurrent probes were in progress.")
+        out.sample("pgconn_exporter_probes_rejected_total", [], probesRejected.load(ordering: .relaxed))
     }
 
     private static func renderProcess(_ process: ProcessStats, into out: inout ExpositionWriter) {

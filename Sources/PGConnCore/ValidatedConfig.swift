@@ -6,10 +6,18 @@
 public struct ValidatedConfig: Sendable, Equatable {
     public internal(set) var health: HealthPolicy
     public internal(set) var targets: [TargetConfig]
+    /// The `modules:` entries for `/probe?target=host[:port]&module=<name>`, in config order.
+    public internal(set) var modules: [ProbeModule]
 
-    init(health: HealthPolicy = HealthPolicy(), targets: [TargetConfig]) {
+    init(health: HealthPolicy = HealthPolicy(), targets: [TargetConfig], modules: [ProbeModule] = []) {
         self.health = health
         self.targets = targets
+        self.modules = modules
+    }
+
+    /// The module called `name`, or `nil`. Module names are unique (the loader rejects a repeated key).
+    public func module(named name: String) -> ProbeModule? {
+        modules.first { $0.name == name }
     }
 }
 

@@ -3,8 +3,9 @@ import Testing
 
 @testable import PGConnCore
 
-/// A stand-in for libpq's `PQconninfoParse`: accepts `key=value` strings containing `host=` and
-/// `postgres://` / `postgresql://` URIs, and summarises host, port, dbname, user and sslmode.
+/// A stand-in for libpq's `PQconninfoParse`: accepts `key=value` strings containing `host=` (values bare or
+/// single-quoted with `\'` and `\\` escaped, keywords from a short list) and `postgres://` / `postgresql://`
+/// URIs, and summarises host, port, dbname, user and sslmode.
 private func fakeParseDSN(_ dsn: String) -> Result<DSNSummary, DSNError> {
     var fields: [String: String] = [:]
     if dsn.hasPrefix("postgres") {
@@ -15,9 +16,16 @@ private func fakeParseDSN(_ dsn: String) -> Result<DSNSummary, DSNError> {
         fields["dbname"] = url.path.isEmpty ? nil : String(url.path.dropFirst())
         fields["sslmode"] = url.queryItems?.first(where: { $0.name == "sslmode" })?.value
     } else if dsn.contains("host=") {
-        for pair in dsn.split(separator: " ") {
-            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
-            if parts.count == 2 { fields[parts[0]] = parts[1] }
+        guard let pairs = fakeConninfoPairs(dsn) else { return .failure(DSNError(message: "fake: bad quoting")) }
+        let keywords: Set<String> = [
+            "host", "hostaddr", "port", "dbname", "user", "sslmode", "application_name", "sslrootcert",
+            "target_session_attrs", "connect_timeout",
+        ]
+        for (key, value) in pairs {
+            guard keywords.contains(key) else {
+                return .failure(DSNError(message: "invalid connection option \"\(key)\""))
+            }
+            fields[key] = value
         }
     } else {
         return .failure(DSNError(message: "fake parser: not a connection string"))
@@ -132,7 +140,7 @@ struct InvalidConfigCase: Sendable, CustomTestStringConvertible {
         .init("invalid-targets-type.yml", ["targets: expected a sequence of targets, got a mapping"]),
         .init(
             "invalid-root-type.yml",
-            ["expected a mapping with defaults, health and targets at the top level, got a sequence"]),
+            ["expected a mapping with defaults, health, modules and targets at the top level, got a sequence"]),
         // The scalar is not echoed: a DSN written in the wrong place may hold a password.
         .init("invalid-target-type.yml", ["targets[0]: expected a mapping, got a string"]),
         .init(
@@ -192,7 +200,80 @@ struct InvalidConfigCase: Sendable, CustomTestStringConvertible {
                 "targets[1].dsn: expected a string, got a mapping",
             ]
         ),
+        .init(
+            "invalid-modules-type.yml",
+            ["modules: expected a mapping of module names to their settings, got a sequence"]),
+        .init(
+            "invalid-modules-allow.yml",
+            [
+                "modules.missing.allow: \(allowRequired)",
+                "modules.empty.allow: \(allowRequired)",
+                "modules.blank.allow: \(allowRequired)",
+                #"modules.scalar.allow: expected a list of host globs and CIDRs, got "*.example.com""#,
+                #"modules.entries.allow[1]: "10.0.0.0/33": the prefix length must be a number from 0 to 32 for IPv4"#,
+                #"modules.entries.allow[2]: "10.1.0.0/8": has bits set after the /8 prefix "#
+                    + "(the network is 10.0.0.0/8)",
+                #"modules.entries.allow[3]: "10.0.0.256": not a valid IPv4 address"#,
+                #"modules.entries.allow[4]: "fe80::1::2": not a valid IPv6 address"#,
+                #"modules.entries.allow[5]: "db_*.prod example": a host glob may only contain letters, digits, ".", "#
+                    + #""-", "_", "*" and "?""#,
+                #"modules.entries.allow[6]: "db..example.com": a host name must not have an empty label (".." or a "#
+                    + #"leading ".")"#,
+                #"modules.entries.allow[7]: "[::1]": write an IPv6 address without brackets"#,
+                #"modules.entries.allow[8]: "db1:5432": an allow entry names a host without a port "#
+                    + "(list ports under ports)",
+                #"modules.entries.allow[9]: "": must not be empty"#,
+                "modules.entries.allow[10]: expected a string, got a mapping",
+                #"modules.entries.allow[11]: "::/129": the prefix length must be a number from 0 to 128 for IPv6"#,
+                #"modules.entries.allow[12]: "10.0.0.0/": the prefix length must be a number from 0 to 32 for IPv4"#,
+                #"modules.entries.allow[13]: "10.0.0.*": an IP range as a glob also matches host names "#
+                    + "(10.0.0.* matches 10.0.0.evil.example): use a CIDR such as 10.0.0.0/24",
+            ]),
+        .init(
+            "invalid-modules-options.yml",
+            [
+                "modules.reserved.options.host: not allowed in options: the host comes from the probe's target "
+                    + "parameter (limit it with allow)",
+                "modules.reserved.options.hostaddr: not allowed in options: the host comes from the probe's target "
+                    + "parameter (limit it with allow)",
+                "modules.reserved.options.port: not allowed in options: the port comes from the probe's target "
+                    + "parameter (limit it with ports)",
+                "modules.reserved.options.user: not allowed in options: use the module's user key",
+                "modules.reserved.options.dbname: not allowed in options: use the module's database key",
+                "modules.reserved.options.sslmode: not allowed in options: use the module's sslmode key",
+                "modules.reserved.options.password: not allowed in options: passwords are never written in the "
+                    + "config: use password_file or password_env",
+                #"modules.malformed.options.Application_Name: not a libpq keyword (lowercase letters, digits and "_")"#,
+                #"modules.malformed.options.connect timeout: not a libpq keyword (lowercase letters, digits and "_")"#,
+                "modules.malformed.options.application_name: expected a string, got a mapping",
+                #"modules.unknown.options: invalid connection option "bogus_option""#,
+                "modules.not_a_mapping.options: expected a mapping of libpq keywords to values, got a sequence",
+            ]),
+        .init(
+            "invalid-modules-keys.yml",
+            [
+                #"modules.app/primary: "app/primary" may only contain letters, digits, "_", "." and "-""#,
+                "modules.app.usr: unknown key",
+                "modules.app.user: must not be empty",
+                "modules.app.database: must not contain control characters",
+                "modules.app.sslmode: must be one of disable, allow, prefer, require, verify-ca, verify-full",
+                "modules.app.query: COPY is not allowed in a probe query (statement 1 of 1 starts with COPY, "
+                    + "which streams data instead of returning a result)",
+                #"modules.app.expect: must be "primary", "standby" or "any""#,
+                "modules.app.timeout: must be greater than 0",
+                "modules.app.ports[1]: must be from 1 to 65535 (got 0)",
+                "modules.app.ports[2]: must be from 1 to 65535 (got 70000)",
+                "modules.app.ports[3]: 5432 is listed twice",
+                #"modules.app.ports[4]: expected a whole number, got "x""#,
+                "modules.app: password_file and password_env are mutually exclusive",
+                "modules.other.query: must not be empty",
+                #"modules.other.timeout: invalid duration "5": missing unit after 5 (use ms, s, m, h, d, w, y)"#,
+                "modules.other.ports: must list at least one port (leave it out to allow any port)",
+                #"modules.scalar: expected a mapping, got "*""#,
+            ]),
     ]
+
+    static let allowRequired = "at least one host glob or CIDR is required: nothing is allowed unless listed"
 }
 
 @Suite("ConfigLoader")
@@ -250,6 +331,69 @@ struct ConfigLoaderTests {
         #expect(reporting.probeInterval == .seconds(10))
         #expect(reporting.backoff == primary.backoff)
         #expect(reporting.keepalives == primary.keepalives)
+    }
+
+    @Test("modules: every key read, options sorted, the parser's summary kept, config order")
+    func modulesConfig() throws {
+        let config = try load(fixture: "valid-modules.yml").get()
+        #expect(config.modules.map(\.name) == ["app_primary", "sd.default"])
+        let app = try #require(config.module(named: "app_primary"))
+        #expect(app.user == "monitor")
+        #expect(app.database == "postgres")
+        #expect(app.sslmode == "require")
+        #expect(app.password == .file("/etc/pgconn_exporter/monitor.pass"))
+        #expect(app.options.map(\.key) == ["application_name", "sslrootcert", "target_session_attrs"])
+        #expect(app.options.map(\.value) == [#"it's a \ test"#, "/etc/ca.pem", "read-write"])
+        #expect(app.query == "SELECT 1")
+        #expect(app.expect == .primary)
+        #expect(app.timeout == .seconds(3))
+        #expect(app.ports == [5432, 6432])
+        #expect(
+            app.allow.map(\.description) == [
+                "db-*.prod.example.com", "10.0.0.0/8", "127.0.0.1/32", "::1/128", "db?.example.com", "fd00::/8",
+            ])
+        #expect(
+            app.summary
+                == DSNSummary(
+                    host: "localhost", port: "5432", database: "postgres", user: "monitor", sslmode: "require"))
+        #expect(app.permits(ProbeAddress(host: "db-7.prod.example.com", port: 6432)))
+        #expect(!app.permits(ProbeAddress(host: "db-7.prod.example.com", port: 5433)))
+
+        let plain = try #require(config.module(named: "sd.default"))
+        #expect(
+            plain
+                == ProbeModule(
+                    name: "sd.default", password: .environment("PGCONN_PASSWORD"), query: "SELECT 1", expect: .any,
+                    timeout: .seconds(5), allow: [.host("*")], ports: nil,
+                    summary: DSNSummary(host: "localhost", port: "5432", database: "", user: "", sslmode: "")))
+        #expect(config.module(named: "nope") == nil)
+        #expect(config.module(named: "APP_PRIMARY") == nil)
+    }
+
+    @Test("modules are optional, may be empty, and do not replace targets")
+    func modulesOptional() throws {
+        #expect(try load(yaml: "targets: [{name: a, dsn: host=a}]").get().modules.isEmpty)
+        #expect(try load(yaml: "targets: [{name: a, dsn: host=a}]\nmodules:").get().modules.isEmpty)
+        #expect(try load(yaml: "targets: [{name: a, dsn: host=a}]\nmodules: {}").get().modules.isEmpty)
+        guard case .failure(let error) = load(yaml: "modules: {m: {allow: [\"*\"]}}") else {
+            Issue.record("a config with modules and no targets was accepted")
+            return
+        }
+        #expect(error.messages == ["targets: at least one target is required"])
+    }
+
+    @Test("a module's dsn goes through the parser for localhost:5432, quoted")
+    func moduleDSNIsParsed() throws {
+        var seen: [String] = []
+        let yaml = """
+            targets: [{name: a, dsn: host=a}]
+            modules: {m: {user: "o'neil", allow: ["*"], options: {application_name: 'a b'}}}
+            """
+        _ = ConfigLoader.load(yaml: yaml) { dsn in
+            seen.append(dsn)
+            return fakeParseDSN(dsn)
+        }
+        #expect(seen == ["host=a", #"host='localhost' port='5432' user='o\'neil' application_name='a b'"#])
     }
 
     @Test("a minimal config gets the built-in defaults")

@@ -28,7 +28,7 @@ public enum ConfigLoader {
 
     // MARK: - Sections
 
-    private static let topLevelKeys: Set<String> = ["defaults", "health", "targets"]
+    private static let topLevelKeys: Set<String> = ["defaults", "health", "modules", "targets"]
     private static let targetKeys: Set<String> = [
         "name", "dsn", "password_file", "password_env", "expect", "labels",
     ]
@@ -41,7 +41,7 @@ public enum ConfigLoader {
     ) -> ValidatedConfig? {
         guard
             let entries = reader.mapping(
-                root, at: "", expected: "a mapping with defaults, health and targets at the top level",
+                root, at: "", expected: "a mapping with defaults, health, modules and targets at the top level",
                 revealing: false)
         else { return nil }
         for (key, _) in entries where !topLevelKeys.contains(key) {
@@ -72,8 +72,12 @@ public enum ConfigLoader {
         if let node = section("health") {
             health = readHealth(node, targets: targets, targetCount: targetCount, reader: &reader)
         }
+        var modules: [ProbeModule] = []
+        if let node = section("modules") {
+            modules = readModules(node, reader: &reader, parseDSN: parseDSN)
+        }
         guard targets.count == targetCount, targetCount > 0 else { return nil }
-        return ValidatedConfig(health: health, targets: targets)
+        return ValidatedConfig(health: health, targets: targets, modules: modules)
     }
 
     private static func readDefaults(_ node: Node, reader: inout ConfigReader) -> ProbeSettings {
@@ -148,12 +152,7 @@ public enum ConfigLoader {
                 case "password_env":
                     passwordEnv = nonEmptyString(value, at: keyPath, reader: &reader)
                 case "expect":
-                    let text = if case .scalar(let scalar) = value { scalar.string } else { "" }
-                    if let role = ExpectedRole(rawValue: text) {
-                        expect = role
-                    } else {
-                        reader.report(keyPath, "must be \"primary\", \"standby\" or \"any\"")
-                    }
+                    if let role = readExpect(value, at: keyPath, reader: &reader) { expect = role }
                 case "labels":
                     labels = readLabels(value, at: keyPath, reader: &reader)
                 case _ where ProbeSettingsOverrides.keys.contains(key):
@@ -190,8 +189,9 @@ public enum ConfigLoader {
         return targets
     }
 
-    /// Why `name` is not a valid target name, or `nil`: it becomes the `target` label and a URL path segment.
-    private static func nameProblem(_ name: String) -> String? {
+    /// Why `name` is not a valid target or module name, or `nil`: a target's becomes the `target` label and a URL
+    /// path segment, a module's a URL query parameter.
+    static func nameProblem(_ name: String) -> String? {
         if name.count > 64 { return "must be at most 64 characters (got \(name.count))" }
         let allowed = name.unicodeScalars.allSatisfy { scalar in
             scalar.isASCII
@@ -202,7 +202,7 @@ public enum ConfigLoader {
     }
 
     /// A string that is neither empty nor a key written without a value.
-    private static func nonEmptyString(_ node: Node, at path: String, reader: inout ConfigReader) -> String? {
+    static func nonEmptyString(_ node: Node, at path: String, reader: inout ConfigReader) -> String? {
         if ConfigReader.isNull(node) {
             reader.report(path, "must not be empty")
             return nil
@@ -213,6 +213,16 @@ public enum ConfigLoader {
             return nil
         }
         return text
+    }
+
+    /// `primary`, `standby` or `any`.
+    static func readExpect(_ node: Node, at path: String, reader: inout ConfigReader) -> ExpectedRole? {
+        let text = if case .scalar(let scalar) = node { scalar.string } else { "" }
+        guard let role = ExpectedRole(rawValue: text) else {
+            reader.report(path, "must be \"primary\", \"standby\" or \"any\"")
+            return nil
+        }
+        return role
     }
 
     /// Extra `pgconn_target_info` labels, sorted by name.

@@ -154,7 +154,7 @@ struct ProbeSettingsOverrides {
     }
 
     /// `duration` if it is greater than zero; otherwise reports it and returns `nil`.
-    private static func positive(_ duration: Duration?, _ path: String, _ reader: inout ConfigReader) -> Duration? {
+    static func positive(_ duration: Duration?, _ path: String, _ reader: inout ConfigReader) -> Duration? {
         guard let duration else { return nil }
         if duration <= .zero {
             reader.report(path, "must be greater than 0")

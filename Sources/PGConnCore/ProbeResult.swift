@@ -1,3 +1,11 @@
+/// What an on-demand probe probes.
+public enum ProbeSubject: Sendable {
+    /// A configured target, by name: probed with its own settings.
+    case configured(String)
+    /// A target Prometheus discovered, with the settings its module gives it (``ProbeModule/targetConfig(for:)``).
+    case discovered(TargetConfig)
+}
+
 /// The outcome of one on-demand probe (`/probe`): a fresh connect, the query and the close, as
 /// blackbox_exporter's probes are, rendered with `probe_*` families only.
 public struct ProbeResult: Sendable, Equatable {

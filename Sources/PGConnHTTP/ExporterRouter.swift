@@ -1,12 +1,16 @@
+import Dispatch
 public import PGConnCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The exporter's HTTP routes: metrics, health, events, liveness, readiness, reload and the status page.
+/// The exporter's HTTP routes: metrics, health, events, on-demand probes, liveness, readiness, reload and the
+/// status page.
 ///
-/// Every answer but the reload's is computed from the closures' current snapshots; none of them may block on
-/// the probe loop (a reload waits for the loop's answer, at most 5 s). GET and HEAD are accepted on every route
+/// Every answer but the probe's and the reload's is computed from the closures' current snapshots at once.
+/// Those two come later (``HTTPReply/deferred(_:)``): a probe is answered by the I/O loop when it finishes, a
+/// reload from a dispatch thread, and no HTTP thread waits for either. GET and HEAD are accepted on every route
 /// but `/-/reload`, which takes POST only (the server drops the body for HEAD); any other method on a known
 /// path is 405 with `Allow`, an unknown path 404. The telemetry path wins over the fixed routes if the two
 /// collide.
@@ -21,6 +25,7 @@ public struct ExporterRouter: Sendable {
     private let health: @Sendable () -> HealthSnapshot
     private let events: @Sendable (_ target: String?, _ since: Double?) -> [(target: String, event: TargetEvent)]?
     private let reload: (@Sendable () -> (ok: Bool, message: String))?
+    private let probe: ProbeRoute?
 
     /// - Parameters:
     ///   - telemetryPath: where metrics are served; must start with "/".
@@ -28,7 +33,9 @@ public struct ExporterRouter: Sendable {
     ///   - isReady: true once the config is loaded and every target has been probed once.
     ///   - health: every target's health and the policy, for `/health` (from the store's snapshot).
     ///   - events: the event history of one target (`nil`: unknown name) or all, from a Unix time on.
-    ///   - reload: for `POST /-/reload`: reloads the config and says how it went; `nil`: no such route.
+    ///   - reload: for `POST /-/reload`: reloads the config and says how it went (it may block: it runs on a
+    ///     dispatch thread); `nil`: no such route.
+    ///   - probe: for `/probe`; `nil`: no such route.
     ///   - version: the exporter's version, shown on the landing page.
     public init(
         telemetryPath: String = "/metrics",
@@ -37,6 +44,7 @@ public struct ExporterRouter: Sendable {
         health: @escaping @Sendable () -> HealthSnapshot,
         events: @escaping @Sendable (String?, Double?) -> [(target: String, event: TargetEvent)]? = { _, _ in [] },
         reload: (@Sendable () -> (ok: Bool, message: String))? = nil,
+        probe: ProbeRoute? = nil,
         version: String
     ) {
         precondition(telemetryPath.hasPrefix("/"), "telemetry path \"\(telemetryPath)\" must start with \"/\"")
@@ -46,12 +54,13 @@ public struct ExporterRouter: Sendable {
         self.health = health
         self.events = events
         self.reload = reload
+        self.probe = probe
         self.version = version
     }
 
-    /// The routes this router serves. Later routes (/probe, POST /-/reload) add a case each.
+    /// The routes this router serves.
     private enum Route {
-        case telemetry, healthy, ready, landing, health, events, reload
+        case telemetry, healthy, ready, landing, health, events, reload, probe
         /// `/health/<name>`
         case targetHealth(String)
 
@@ -61,6 +70,25 @@ public struct ExporterRouter: Sendable {
         }
     }
 
+    /// The answer to a request, as ``HTTPServer`` takes it: at once, or later for `/probe` and `/-/reload`.
+    public func reply(_ request: HTTPRequest) -> HTTPReply {
+        switch route(for: request.path) {
+        case .probe? where request.method == "GET" || request.method == "HEAD":
+            return probeReply(request)
+        case .reload? where request.method == "POST":
+            guard let reload else { return .response(.text("Not found: \(request.path)\n", status: 404)) }
+            return .deferred { respond in
+                DispatchQueue.global().async {
+                    let (ok, message) = reload()
+                    respond(.text(message, status: ok ? 200 : 500))
+                }
+            }
+        default:
+            return .response(handle(request))
+        }
+    }
+
+    /// The answer to a request, waiting for one that comes later (for tests and callers without a server).
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         guard let route = route(for: request.path) else {
             return .text("Not found: \(request.path)\n", status: 404)
@@ -95,9 +123,60 @@ public struct ExporterRouter: Sendable {
             return healthResponse(request, target: name)
         case .events:
             return eventsResponse(request)
-        case .reload:
-            guard let (ok, message) = reload?() else { return .text("Not found: \(request.path)\n", status: 404) }
-            return .text(message, status: ok ? 200 : 500)
+        case .reload, .probe:
+            return Self.wait(for: reply(request))
+        }
+    }
+
+    /// Waits for a deferred answer on this thread.
+    private static func wait(for reply: HTTPReply) -> HTTPResponse {
+        switch reply {
+        case .response(let response):
+            return response
+        case .deferred(let start):
+            let box = ResponseBox()
+            start { box.set($0) }
+            return box.wait()
+        }
+    }
+
+    /// `/probe?target=<name>` or `/probe?target=<host[:port]>&module=<name>` (docs/probe.md): checked here
+    /// (400, 403, 404 without connecting), probed on the I/O loop, answered when it finishes.
+    private func probeReply(_ request: HTTPRequest) -> HTTPReply {
+        guard let probe else { return .response(.text("Not found: \(request.path)\n", status: 404)) }
+        let config = probe.config()
+        let plan: ProbePlan
+        switch ProbePlan.make(
+            query: request.query, scrapeTimeoutHeader: request.header("x-prometheus-scrape-timeout-seconds"),
+            config: config, offset: probe.timeoutOffset)
+        {
+        case .success(let made): plan = made
+        case .failure(let refusal): return .response(refusal.response)
+        }
+        let subject: ProbeSubject
+        switch plan.subject {
+        case .configured(let name):
+            subject = .configured(name)
+        case .discovered(let moduleName, let address):
+            guard let module = config.module(named: moduleName) else {
+                return .response(.text("Bad request: unknown module \"\(moduleName)\"\n", status: 400))
+            }
+            subject = .discovered(module.targetConfig(for: address))
+        }
+        return .deferred { respond in
+            let started = probe.start(subject, plan.timeout) { result in
+                if plan.debug {
+                    respond(.text(result.debugText(describing: plan.description)))
+                } else {
+                    respond(HTTPResponse(status: 200, headers: [("Content-Type", Self.metricsContentType)], body: result.exposition()))
+                }
+            }
+            if !started {
+                respond(
+                    .text(
+                        "Too many requests: --probe.max-concurrent probes are in progress; try again later\n",
+                        status: 429))
+            }
         }
     }
 
@@ -110,6 +189,7 @@ public struct ExporterRouter: Sendable {
         case "/health", "/health/": .health
         case "/api/v1/events": .events
         case "/-/reload": .reload
+        case "/probe": .probe
         case _ where path.hasPrefix("/health/"): .targetHealth(String(path.dropFirst("/health/".count)))
         default: nil
         }
@@ -197,5 +277,25 @@ public struct ExporterRouter: Sendable {
             }
         }
         return escaped
+    }
+}
+
+/// One response handed over between threads, for ``ExporterRouter/handle(_:)``.
+private final class ResponseBox: Sendable {
+    private let response = Mutex<HTTPResponse?>(nil)
+    private let ready = DispatchSemaphore(value: 0)
+
+    func set(_ value: HTTPResponse) {
+        let first = response.withLock { current in
+            guard current == nil else { return false }
+            current = value
+            return true
+        }
+        if first { ready.signal() }
+    }
+
+    func wait() -> HTTPResponse {
+        ready.wait()
+        return response.withLock { $0! }
     }
 }

@@ -3,12 +3,7 @@ import Synchronization
 
 /// What `/probe` asks the monitor for: one fresh connect, the query and the close.
 public struct ProbeOrder: Sendable {
-    public enum Subject: Sendable {
-        /// A configured target, by name: probed with its own settings.
-        case configured(String)
-        /// A target Prometheus discovered, with the settings its module gives it (``ProbeModule/targetConfig(for:)``).
-        case discovered(TargetConfig)
-    }
+    public typealias Subject = ProbeSubject
 
     public var subject: Subject
     /// The whole probe's budget: the connect and the query together.

@@ -37,6 +37,16 @@ struct PGConnExporter: ParsableCommand {
         help: "Reload the config file when its content changes, checked this often (e.g. 30s); 0s: off.")
     var autoReloadInterval = "0s"
 
+    @Option(
+        name: .customLong("probe.timeout-offset"),
+        help: "Taken off X-Prometheus-Scrape-Timeout-Seconds for a /probe's budget, so it answers in time (e.g. 500ms).")
+    var probeTimeoutOffset = "500ms"
+
+    @Option(
+        name: .customLong("probe.max-concurrent"),
+        help: "How many /probe requests may be in progress at once; more get 429.")
+    var probeMaxConcurrent = 32
+
     @Flag(name: .customLong("config.check"), help: "Validate the configuration, print the result and exit (0 valid, 1 not).")
     var configCheck = false
 
@@ -58,6 +68,13 @@ struct PGConnExporter: ParsableCommand {
         else {
             throw ValidationError(
                 "--config.auto-reload-interval: must be 0s (off) or a duration of at least 100ms (got \"\(autoReloadInterval)\")")
+        }
+        guard (try? Duration(prometheus: probeTimeoutOffset)) != nil else {
+            throw ValidationError(
+                "--probe.timeout-offset: must be a duration such as 500ms or 0s (got \"\(probeTimeoutOffset)\")")
+        }
+        guard (1...10_000).contains(probeMaxConcurrent) else {
+            throw ValidationError("--probe.max-concurrent: must be between 1 and 10000 (got \(probeMaxConcurrent))")
         }
         guard telemetryPath.hasPrefix("/"), telemetryPath.count > 1 else {
             throw ValidationError("--web.telemetry-path: must start with \"/\" and name a path (got \"\(telemetryPath)\")")
@@ -88,7 +105,11 @@ struct PGConnExporter: ParsableCommand {
             throw ExitCode.failure
         }
         if configCheck {
-            print("\(configFile): valid, \(config.targets.count) target(s): \(config.targets.map(\.name).joined(separator: ", "))")
+            var line = "\(configFile): valid, \(config.targets.count) target(s): \(config.targets.map(\.name).joined(separator: ", "))"
+            if !config.modules.isEmpty {
+                line += "; \(config.modules.count) module(s): \(config.modules.map(\.name).joined(separator: ", "))"
+            }
+            print(line)
             return
         }
 
@@ -97,7 +118,8 @@ struct PGConnExporter: ParsableCommand {
 
         let monitor: Monitor
         do {
-            monitor = try Monitor(config: config, metrics: metrics, logger: logger)
+            monitor = try Monitor(
+                config: config, metrics: metrics, logger: logger, maxConcurrentProbes: probeMaxConcurrent)
         } catch {
             Self.printError("cannot start the monitor: \(error)")
             throw ExitCode.failure
@@ -125,8 +147,12 @@ struct PGConnExporter: ParsableCommand {
                 case .failed(let errors): (false, errors.joined(separator: "\n") + "\n")
                 }
             },
+            probe: ProbeRoute(
+                config: { reloader.config },
+                start: { subject, timeout, done in monitor.probe(ProbeOrder(subject, timeout: timeout), completion: done) },
+                timeoutOffset: (try? Duration(prometheus: probeTimeoutOffset)) ?? .milliseconds(500)),
             version: Self.version)
-        let server = HTTPServer(listenAddress: listenAddress, handler: router.handle)
+        let server = HTTPServer(listenAddress: listenAddress, reply: router.reply)
         do {
             try server.start()
         } catch {

@@ -18,7 +18,7 @@ private func fakeParseDSN(_ dsn: String) -> Result<DSNSummary, DSNError> {
     } else if dsn.contains("host=") {
         guard let pairs = fakeConninfoPairs(dsn) else { return .failure(DSNError(message: "fake: bad quoting")) }
         let keywords: Set<String> = [
-            "host", "hostaddr", "port", "dbname", "user", "sslmode", "application_name", "sslrootcert",
+            "host", "hostaddr", "port", "dbname", "user", "sslmode", "application_name", "sslcert", "sslrootcert",
             "target_session_attrs", "connect_timeout",
         ]
         for (key, value) in pairs {
@@ -245,7 +245,7 @@ struct InvalidConfigCase: Sendable, CustomTestStringConvertible {
                     + "config: use password_file or password_env",
                 #"modules.malformed.options.Application_Name: not a libpq keyword (lowercase letters, digits and "_")"#,
                 #"modules.malformed.options.connect timeout: not a libpq keyword (lowercase letters, digits and "_")"#,
-                "modules.malformed.options.application_name: expected a string, got a mapping",
+                "modules.malformed.options.sslcert: expected a string, got a mapping",
                 #"modules.unknown.options: invalid connection option "bogus_option""#,
                 "modules.not_a_mapping.options: expected a mapping of libpq keywords to values, got a sequence",
             ]),
@@ -342,7 +342,7 @@ struct ConfigLoaderTests {
         #expect(app.database == "postgres")
         #expect(app.sslmode == "require")
         #expect(app.password == .file("/etc/pgconn_exporter/monitor.pass"))
-        #expect(app.options.map(\.key) == ["application_name", "sslrootcert", "target_session_attrs"])
+        #expect(app.options.map(\.key) == ["sslcert", "sslrootcert", "target_session_attrs"])
         #expect(app.options.map(\.value) == [#"it's a \ test"#, "/etc/ca.pem", "read-write"])
         #expect(app.query == "SELECT 1")
         #expect(app.expect == .primary)
@@ -387,13 +387,13 @@ struct ConfigLoaderTests {
         var seen: [String] = []
         let yaml = """
             targets: [{name: a, dsn: host=a}]
-            modules: {m: {user: "o'neil", allow: ["*"], options: {application_name: 'a b'}}}
+            modules: {m: {user: "o'neil", allow: ["*"], options: {sslcert: 'a b'}}}
             """
         _ = ConfigLoader.load(yaml: yaml) { dsn in
             seen.append(dsn)
             return fakeParseDSN(dsn)
         }
-        #expect(seen == ["host=a", #"host='localhost' port='5432' user='o\'neil' application_name='a b'"#])
+        #expect(seen == ["host=a", #"host='localhost' port='5432' user='o\'neil' sslcert='a b'"#])
     }
 
     @Test("a minimal config gets the built-in defaults")
@@ -528,12 +528,14 @@ struct ConfigLoaderTests {
         let url = root.appendingPathComponent("config/example.yml")
         let config = try load(file: url).get()
         #expect(config.targets.count == 2)
+        #expect(config.modules.map(\.name) == ["app"])
         #expect(config.targets.contains { if case .file = $0.password { true } else { false } })
         let text = try String(contentsOf: url, encoding: .utf8)
         let keys = [
             "defaults", "probe_interval", "probe_timeout", "connect_timeout", "login_interval", "query", "backoff",
             "initial", "max", "multiplier", "jitter", "keepalives", "idle", "interval", "count", "user_timeout",
             "health", "require", "targets", "name", "dsn", "password_file", "password_env", "expect", "labels",
+            "modules", "user", "database", "sslmode", "options", "timeout", "allow", "ports",
         ]
         #expect(keys.filter { !text.contains("\($0):") }.isEmpty)
     }

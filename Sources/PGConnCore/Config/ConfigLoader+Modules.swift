@@ -15,6 +15,9 @@ extension ConfigLoader {
         "dbname": "use the module's database key",
         "sslmode": "use the module's sslmode key",
         "password": "passwords are never written in the config: use password_file or password_env",
+        "application_name": "the exporter sets it (pgconn_exporter_probe), so a DBA can tell its probes apart",
+        "keepalives": "the exporter sets TCP keepalives itself",
+        "connect_timeout": "use the module's timeout key (the probe's whole budget)",
     ]
 
     /// libpq's `sslmode` values: `PQconninfoParse` does not check them, only a connect would.

@@ -9,7 +9,9 @@ public enum HTTPReply: Sendable {
     /// `respond` exactly once, from any thread, even synchronously inside `start`. Later calls are ignored;
     /// after the server stopped, or after the client went away, `respond` is a no-op. Must not crash or leak.
     ///
-    /// `start` runs on the HTTP thread, like the handler: it hands the work off and returns. A request whose
-    /// `respond` never comes holds its connection until `HTTPServer.stop()`, which answers it 503.
+    /// `start` runs on the HTTP thread, like the handler: it hands the work off and returns. While it waits, the
+    /// connection still counts against `ConnectionLimits`, and a client that goes away is noticed only once
+    /// `respond` comes; so bound the wait (a probe by its timeout). A request whose `respond` never comes holds
+    /// its connection until `HTTPServer.stop()`, which answers it 503.
     case deferred(@Sendable (_ respond: @escaping @Sendable (HTTPResponse) -> Void) -> Void)
 }

@@ -7,12 +7,16 @@ import Synchronization
 import Glibc
 #endif
 
-/// An HTTP/1.1 server on libmicrohttpd that hands every request to one synchronous handler.
+/// An HTTP/1.1 server on libmicrohttpd that hands every request to one handler, which answers now or later.
 ///
 /// libmicrohttpd runs one internal polling thread with epoll and calls the handler on it, one request at
-/// a time: a handler must answer from a snapshot and never wait on the probe loop. Bodies are read in full
-/// (at most `maximumBodySize`, else 413) before the handler runs. `start()` binds exactly the listen
-/// address given (see `ListenAddress`); `stop()` must be called before the last reference goes away.
+/// a time, so a handler must never block: it answers from a snapshot (`.response`), or returns `.deferred`
+/// when the answer comes from another thread (a probe on the monitor's loop, a reload). A deferred request's
+/// connection is suspended (taken out of the epoll set; no thread waits for it) and its `respond` may be
+/// called from any thread: it resumes the connection, and the polling thread queues the response the next
+/// time round, while the other connections are served meanwhile. Bodies are read in full (at most
+/// `maximumBodySize`, else 413) before the handler runs. `start()` binds exactly the listen address given
+/// (see `ListenAddress`); `stop()` must be called before the last reference goes away.
 ///
 /// Connections are bounded by `ConnectionLimits` (by default sized from the open-file limit when the server
 /// starts), so idle or trickling clients from one address cannot take the slots the scrapes need.
@@ -28,22 +32,36 @@ public final class HTTPServer: Sendable {
     /// How often connections are checked against `ConnectionLimits.requestDeadline`.
     static let deadlineCheckInterval = Duration.milliseconds(500)
 
+    /// How long `stop()` waits for the 503s it gave the deferred requests still waiting to be sent.
+    static let stopDrainTimeout = Duration.seconds(1)
+
     /// The listen address as the user wrote it, e.g. ":9818" or "127.0.0.1:9818".
     public let listenAddress: String
-    private let handler: @Sendable (HTTPRequest) -> HTTPResponse
+    private let reply: @Sendable (HTTPRequest) -> HTTPReply
     private let configuredLimits: ConnectionLimits?
     private let running = Mutex<Running?>(nil)
 
-    /// - Parameter limits: the connection limits; nil sizes them from the RLIMIT_NOFILE soft limit at each
-    ///   `start()` (`ConnectionLimits.forThisProcess()`).
+    /// - Parameters:
+    ///   - limits: the connection limits; nil sizes them from the RLIMIT_NOFILE soft limit at each `start()`
+    ///     (`ConnectionLimits.forThisProcess()`).
+    ///   - reply: called on the HTTP thread for every request; must not block (see `HTTPReply`).
     public init(
+        listenAddress: String,
+        limits: ConnectionLimits? = nil,
+        reply: @escaping @Sendable (HTTPRequest) -> HTTPReply
+    ) {
+        self.listenAddress = listenAddress
+        self.configuredLimits = limits
+        self.reply = reply
+    }
+
+    /// A server whose handler always answers at once.
+    public convenience init(
         listenAddress: String,
         limits: ConnectionLimits? = nil,
         handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) {
-        self.listenAddress = listenAddress
-        self.configuredLimits = limits
-        self.handler = handler
+        self.init(listenAddress: listenAddress, limits: limits, reply: { .response(handler($0)) })
     }
 
     deinit {
@@ -72,6 +90,16 @@ public final class HTTPServer: Sendable {
         running.withLock { $0?.dispatch.takeUnretainedValue().deadlines.withLock { $0.count } ?? 0 }
     }
 
+    /// Requests begun and not yet completed (each holds a `PendingRequest`); 0 when stopped.
+    var openRequests: Int {
+        running.withLock { $0?.dispatch.takeUnretainedValue().openRequests.load(ordering: .relaxed) ?? 0 }
+    }
+
+    /// Deferred requests not yet completed (suspended, or answered and not yet sent); 0 when stopped.
+    var deferredRequests: Int {
+        running.withLock { $0?.dispatch.takeUnretainedValue().suspended.withLock { $0.count } ?? 0 }
+    }
+
     /// Parses and resolves the listen address, binds it and starts serving.
     ///
     /// Calling `start()` on a running server is a programmer error. After `stop()` it may start again.
@@ -80,7 +108,7 @@ public final class HTTPServer: Sendable {
         try running.withLock { running throws(HTTPServerError) in
             precondition(running == nil, "HTTPServer.start() called twice on \(listenAddress)")
             let limits = configuredLimits ?? .forThisProcess()
-            let dispatch = Unmanaged.passRetained(RequestDispatch(handler: handler, limits: limits))
+            let dispatch = Unmanaged.passRetained(RequestDispatch(reply: reply, limits: limits))
             var (daemon, error) = Self.startDaemon(address, limits: limits, dispatch: dispatch)
             if daemon == nil, error == EAFNOSUPPORT, address.host == .allInterfaces {
                 // No IPv6 on this machine: every IPv4 interface is the closest match to ":port".
@@ -105,9 +133,27 @@ public final class HTTPServer: Sendable {
 
     /// Stops listening, closes every connection and waits for a running handler to return. Idempotent.
     ///
-    /// Never call it from a handler: it joins the thread the handler runs on.
+    /// Deferred requests still waiting for their `respond` are answered 503 first, and given up to
+    /// `stopDrainTimeout` to be sent (meanwhile the server still serves, and defers nothing); a `respond`
+    /// called later does nothing. Never call it from a handler: it joins the thread the handler runs on.
     public func stop() {
         guard let stopped = running.withLock({ running in running.take() }) else { return }
+        // libmicrohttpd 0.9.75 aborts in MHD_stop_daemon when a connection is suspended and not being resumed
+        // (close_all_connections: "MHD_stop_daemon() called while we have suspended connections"), so every
+        // waiting one is resumed first; closing the table in the same lock means no `respond` can touch a
+        // connection from here on.
+        let dispatch = stopped.dispatch.takeUnretainedValue()
+        let draining = dispatch.suspended.withLock { suspended in
+            for connection in suspended.stop(answering: .text("shutting down\n", status: 503)) {
+                MHD_resume_connection(connection.pointer)
+            }
+            return suspended.count > 0
+        }
+        // Once MHD_stop_daemon has begun, libmicrohttpd drops the responses queued, so the 503s go out first.
+        if draining {
+            let timeout = DispatchTimeInterval.nanoseconds(Int(Self.stopDrainTimeout.nanoseconds))
+            _ = dispatch.drained.wait(timeout: .now() + timeout)
+        }
         // MHD_stop_daemon joins the polling thread, so no callback can use the dispatch object after it.
         MHD_stop_daemon(stopped.daemon)
         // The timer's handler holds its own reference to the dispatch object, released once cancelled.
@@ -121,7 +167,9 @@ public final class HTTPServer: Sendable {
         limits: ConnectionLimits,
         dispatch: Unmanaged<RequestDispatch>
     ) -> (OpaquePointer?, Int32) {
-        var flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_EPOLL.rawValue
+        // MHD_ALLOW_SUSPEND_RESUME includes MHD_USE_ITC, the pipe through which a resume wakes the polling thread.
+        var flags =
+            MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_EPOLL.rawValue | MHD_ALLOW_SUSPEND_RESUME.rawValue
         switch address.host {
         case .allInterfaces: flags |= MHD_USE_DUAL_STACK.rawValue
         case .ipv4: break
@@ -212,17 +260,43 @@ private struct Running: @unchecked Sendable {
     var boundAddress: String?
 }
 
-/// What the C callbacks need: the handler and the request deadlines. Passed to libmicrohttpd as the callbacks'
-/// closure pointer.
+/// What the C callbacks need: the handler, the request deadlines and the deferred requests. Passed to
+/// libmicrohttpd as the callbacks' closure pointer.
 private final class RequestDispatch: Sendable {
-    let handler: @Sendable (HTTPRequest) -> HTTPResponse
+    let reply: @Sendable (HTTPRequest) -> HTTPReply
     /// Keyed by the connection pointer, which is unique between libmicrohttpd's STARTED and CLOSED events.
     let deadlines: Mutex<RequestDeadlines<UInt>>
+    /// The deferred requests. A connection is suspended and resumed only under this lock (see
+    /// `SuspendedRequests`). Lock order: this lock, then libmicrohttpd's own mutex inside
+    /// `MHD_suspend_connection` and `MHD_resume_connection`; libmicrohttpd never holds that mutex while it
+    /// calls back into this file, so the two cannot deadlock.
+    let suspended = Mutex(SuspendedRequests<SuspendedConnection>())
+    /// Signalled when the last deferred request completed after `stop()` closed the table.
+    let drained = DispatchSemaphore(value: 0)
+    /// `PendingRequest`s retained as libmicrohttpd's per-request pointer and not yet released.
+    let openRequests = Atomic<Int>(0)
 
-    init(handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse, limits: ConnectionLimits) {
-        self.handler = handler
+    init(reply: @escaping @Sendable (HTTPRequest) -> HTTPReply, limits: ConnectionLimits) {
+        self.reply = reply
         self.deadlines = Mutex(RequestDeadlines(limit: limits.requestDeadline))
     }
+
+    /// A deferred request's `respond`: resumes its connection when it is still waiting, else does nothing.
+    func answer(_ ticket: SuspendedRequests<SuspendedConnection>.Ticket, with response: HTTPResponse) {
+        suspended.withLock { suspended in
+            guard let connection = suspended.answer(ticket, with: response) else { return }
+            MHD_resume_connection(connection.pointer)
+        }
+    }
+}
+
+/// libmicrohttpd's pointer to a connection whose request was deferred, as `RequestDispatch.suspended` keeps it.
+///
+/// `@unchecked Sendable`: it is used only under that lock and only while its entry says the connection is
+/// suspended, for `MHD_resume_connection`, which libmicrohttpd allows from any thread; libmicrohttpd does not
+/// free a suspended connection, and the request-completed callback removes the entry before it frees one.
+private struct SuspendedConnection: @unchecked Sendable {
+    var pointer: OpaquePointer
 }
 
 /// The key of a connection in `RequestDispatch.deadlines`.
@@ -251,13 +325,16 @@ private func handleConnectionEvent(
     }
 }
 
-/// The part of a request that arrives over several callbacks: its body.
+/// The part of a request that spans several callbacks: its body, and the ticket of a deferred answer.
 ///
 /// Lives in libmicrohttpd's per-request pointer (`con_cls`) from the first callback until the
-/// request-completed callback, and is only touched on the polling thread.
+/// request-completed callback, and is only touched on the polling thread. A deferred answer itself waits in
+/// `RequestDispatch.suspended`, under the lock, because `respond` hands it over from another thread.
 private final class PendingRequest {
     var body: [UInt8] = []
     var tooLarge = false
+    /// Set once the request was deferred (its entry in `RequestDispatch.suspended`), kept until completion.
+    var ticket: SuspendedRequests<SuspendedConnection>.Ticket?
 
     func append(_ bytes: UnsafeRawBufferPointer) {
         guard !tooLarge else { return }
@@ -270,7 +347,8 @@ private final class PendingRequest {
     }
 }
 
-/// The access handler: called once when the headers are in, once per body chunk, then once to answer.
+/// The access handler: called once when the headers are in, once per body chunk, then once to answer, and
+/// for a deferred answer once more after the connection was resumed, to queue it.
 private func handleAccess(
     closure: UnsafeMutableRawPointer?,
     connection: OpaquePointer?,
@@ -292,6 +370,7 @@ private func handleAccess(
             pending.tooLarge = true
         }
         requestState.pointee = Unmanaged.passRetained(pending).toOpaque()
+        Unmanaged<RequestDispatch>.fromOpaque(closure).takeUnretainedValue().openRequests.add(1, ordering: .relaxed)
         return PGCONN_MHD_YES
     }
     let pending = Unmanaged<PendingRequest>.fromOpaque(state).takeUnretainedValue()
@@ -303,11 +382,16 @@ private func handleAccess(
         return PGCONN_MHD_YES
     }
     let dispatch = Unmanaged<RequestDispatch>.fromOpaque(closure).takeUnretainedValue()
+    if let ticket = pending.ticket {
+        // Resumed: `respond` (or `stop()`) left the answer in the table; nothing else resumes a connection.
+        let response = dispatch.suspended.withLock { $0.take(ticket) }
+        return queue(response ?? .text("No answer for a resumed request\n", status: 500), on: connection)
+    }
+    // The request is in: from here it is being answered, however long a deferred answer takes.
     dispatch.deadlines.withLock { $0.answering(deadlineKey(connection)) }
-    let response: HTTPResponse
+    let reply: HTTPReply
     if pending.tooLarge {
-        response = .text(
-            "Request body larger than \(HTTPServer.maximumBodySize) bytes\n", status: 413)
+        reply = .response(.text("Request body larger than \(HTTPServer.maximumBodySize) bytes\n", status: 413))
     } else {
         let request = HTTPRequest(
             method: String(cString: method),
@@ -317,27 +401,50 @@ private func handleAccess(
             body: pending.body
         )
         pending.body = []
-        response = dispatch.handler(request)
+        reply = dispatch.reply(request)
     }
-    return queue(response, on: connection)
+    switch reply {
+    case .response(let response):
+        return queue(response, on: connection)
+    case .deferred(let start):
+        let ticket = dispatch.suspended.withLock { suspended in
+            let ticket = suspended.suspend(SuspendedConnection(pointer: connection))
+            if ticket != nil { MHD_suspend_connection(connection) }
+            return ticket
+        }
+        guard let ticket else { return queue(.text("shutting down\n", status: 503), on: connection) }
+        pending.ticket = ticket
+        // Suspended before `start` runs, so a `respond` inside it resumes like any other. It holds the dispatch
+        // weakly: a `respond` kept after the server stopped neither keeps the object alive nor reaches it.
+        start { [weak dispatch] response in dispatch?.answer(ticket, with: response) }
+        // No response queued: libmicrohttpd calls again once the connection is resumed.
+        return PGCONN_MHD_YES
+    }
 }
 
-/// The request-completed callback: releases the `PendingRequest` the access handler stored.
+/// The request-completed callback (sent, failed, client gone, or daemon stopping): forgets a deferred request
+/// and releases the `PendingRequest` the access handler stored.
 private func handleCompletion(
     closure: UnsafeMutableRawPointer?,
     connection: OpaquePointer?,
     requestState: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
     termination: MHD_RequestTerminationCode
 ) {
-    if let closure, let connection {
+    let dispatch = closure.map { Unmanaged<RequestDispatch>.fromOpaque($0).takeUnretainedValue() }
+    if let dispatch, let connection {
         let now = monotonicNow()
-        Unmanaged<RequestDispatch>.fromOpaque(closure).takeUnretainedValue().deadlines.withLock {
-            $0.completed(deadlineKey(connection), now: now)
-        }
+        dispatch.deadlines.withLock { $0.completed(deadlineKey(connection), now: now) }
     }
     guard let requestState, let state = requestState.pointee else { return }
-    Unmanaged<PendingRequest>.fromOpaque(state).release()
+    let pending = Unmanaged<PendingRequest>.fromOpaque(state)
+    if let dispatch, let ticket = pending.takeUnretainedValue().ticket,
+        dispatch.suspended.withLock({ $0.completed(ticket) })
+    {
+        dispatch.drained.signal()
+    }
+    pending.release()
     requestState.pointee = nil
+    dispatch?.openRequests.subtract(1, ordering: .relaxed)
 }
 
 /// Header or query values of a connection, in arrival order. Header names are lowercased and repeated

@@ -23,7 +23,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config bench screenshot clean
+.PHONY: help deps deps-test install-packages build run test check-config bench bench-memory screenshot clean
 
 help: ## List the targets.
 	@echo "usage: make <target>"
@@ -76,6 +76,10 @@ check-config: build ## Validate CONFIG (default config/pgconn_exporter.yml, plac
 
 bench: deps build ## Compare with postgres_exporter (BENCH_TARGETS=10, BENCH_SECONDS=30); writes docs/benchmarks.md.
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/bench.sh
+
+bench-memory: deps-test ## Resident memory of full event rings at 1,000 targets (figures for docs/benchmarks.md).
+	PGCONN_BENCH=1 $(SWIFT) test $(SWIFT_FLAGS) --filter EventRingMemoryBenchmark 2>&1 | grep -E 'event rings|passed|failed'
+
 
 screenshot: deps-test build ## Render the status page with 3 targets in headless Chromium into docs/status-page.png.
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/screenshot.sh

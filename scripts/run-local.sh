@@ -84,6 +84,8 @@ cat >&2 <<EOF
     curl -fsS $URL/-/ready
     curl -fsS $URL/health
     curl -s $URL/
+    curl -s "$URL/probe?target=local"
+    curl -s "$URL/probe?target=127.0.0.1:$PORT&module=local_tcp&debug=true"
   Break the session and watch it recover:
     ${AS_PG[*]} $PG_BIN/psql -h $SOCKET_DIR -p $PORT -U postgres -c \\
       "select pg_terminate_backend(pid) from pg_stat_activity where usename = 'pgconn_monitor'"

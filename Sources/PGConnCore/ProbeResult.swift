@@ -51,8 +51,10 @@ public struct ProbeResult: Sendable, Equatable {
     public var succeeded: Bool { failure == nil }
 
     /// A probe that never reached the loop's connection machinery (the exporter is stopping, the target went away).
-    public static func failed(_ failure: Failure) -> ProbeResult {
-        ProbeResult(failure: failure, duration: .zero, trace: [TraceLine(at: .zero, text: failure.description)])
+    public static func failed(_ failure: Failure, note: String? = nil) -> ProbeResult {
+        var trace = [TraceLine(at: .zero, text: failure.description)]
+        if let note { trace.insert(TraceLine(at: .zero, text: note), at: 0) }
+        return ProbeResult(failure: failure, duration: .zero, trace: trace)
     }
 
     /// What a finished reply to ``SessionQueries/onDemandProbe(for:)`` means: the failure, if any, and the role

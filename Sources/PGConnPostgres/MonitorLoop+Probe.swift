@@ -75,11 +75,27 @@ extension MonitorLoop {
             if waiter.deadline < run.deadline { timers.push(waiter.deadline, TimerTag(id: run.runtime.id, kind: .probe)) }
             return
         }
+        if let (failure, remaining) = probeCredentialHold.holding(order.key, now: now) {
+            completion.finish(
+                .failed(
+                    failure,
+                    note: "not connecting: the last probe's credentials failed; the next try is allowed in "
+                        + "\(Int(remaining.seconds.rounded(.up)))s (so probes cannot lock the account)"))
+            return
+        }
         let config: TargetConfig
         switch order.subject {
         case .configured(let name):
             guard let target = targets.first(where: { $0.config.name == name }) else {
                 completion.finish(.failed(Failure(reason: .other, message: "no configured target named \(name)")))
+                return
+            }
+            if target.session.isWaitingOnCredentials || target.login.isWaitingOnCredentials {
+                let reason = target.session.isWaitingOnCredentials ? target.session.backoffReason ?? .auth : .auth
+                completion.finish(
+                    .failed(
+                        Failure(reason: reason, message: "the target's credentials failed and its session or login check is backing off"),
+                        note: "not connecting while the target backs off after a credential failure (so probes cannot lock the account)"))
                 return
             }
             config = target.config.forProbe(timeout: order.timeout)
@@ -126,6 +142,7 @@ extension MonitorLoop {
         case .lost(let failure):
             finishProbe(run, failure: failure, now: now)
         case .complete(let reply):
+            traceProbe(run, at: now, "answered: \(reply.results.count) results, \(slot.resultBytes) bytes")
             // A reply that must not go on (too large, a COPY) keeps `query` set, so the close cancels what runs.
             if SessionReply.lostConnection(reply) == nil { slot.query = nil }
             let (failure, inRecovery) = ProbeResult.evaluate(reply, expect: run.runtime.config.expect)
@@ -160,6 +177,7 @@ extension MonitorLoop {
     /// every request waiting for it.
     func finishProbe(_ run: ProbeRun, failure: Failure?, inRecovery: Bool? = nil, now: MonotonicInstant) {
         guard probeRuns[run.runtime.id] === run else { return }
+        probeCredentialHold.record(run.key, failure: failure, now: now)
         let slot = run.runtime.probeSlot
         let cancels = slot.query != nil && slot.connection.map { !$0.isBad } == true
         var result = result(of: run, failure: failure, now: now)

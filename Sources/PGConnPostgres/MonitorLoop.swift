@@ -63,6 +63,8 @@ final class MonitorLoop: @unchecked Sendable {
     var probeRuns: [Int: ProbeRun] = [:]
     /// The run in progress for a probe key: one connection per probed target at a time, later requests join it.
     var probeRunsByKey: [String: Int] = [:]
+    /// Probed targets whose credentials just failed, not to be tried again for a while.
+    var probeCredentialHold = ProbeCredentialHold()
 
     init(
         config: ValidatedConfig, metrics: MetricsStore, logger: Logger, environment: MonitorEnvironment, seed: UInt64,

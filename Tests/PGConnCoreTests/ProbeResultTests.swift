@@ -67,3 +67,47 @@ struct ProbeResultTests {
             == "SELECT 1 -- x\n;\nSELECT pg_catalog.pg_is_in_recovery()")
     }
 }
+
+/// On-demand probes never hammer credentials that just failed.
+struct ProbeCredentialHoldTests {
+    static let auth = Failure(reason: .auth, sqlstate: "28P01", message: "password authentication failed")
+    static let t0 = MonotonicInstant(nanoseconds: 1_000_000_000)
+
+    @Test func aCredentialFailureHoldsTheKeyBackDoublingUpToFifteenMinutes() {
+        var hold = ProbeCredentialHold()
+        hold.record("k", failure: Self.auth, now: Self.t0)
+        #expect(hold.holding("k", now: Self.t0 + .seconds(59))?.failure == Self.auth)
+        #expect(hold.holding("k", now: Self.t0 + .seconds(60)) == nil)
+        #expect(hold.holding("other", now: Self.t0) == nil)
+        var now = Self.t0 + .seconds(60)
+        var delays: [Duration] = []
+        for _ in 0..<6 {
+            hold.record("k", failure: Self.auth, now: now)
+            delays.append(hold.holding("k", now: now)!.remaining)
+            now = now + delays.last!
+        }
+        #expect(delays == [.seconds(120), .seconds(240), .seconds(480), .seconds(900), .seconds(900), .seconds(900)])
+    }
+
+    @Test func anyOtherOutcomeEndsTheHold() {
+        var hold = ProbeCredentialHold()
+        hold.record("k", failure: Self.auth, now: Self.t0)
+        hold.record("k", failure: nil, now: Self.t0 + .seconds(1))
+        #expect(hold.holding("k", now: Self.t0 + .seconds(2)) == nil)
+        hold.record("k", failure: Failure(reason: .databaseMissing, message: "x"), now: Self.t0)
+        #expect(hold.holding("k", now: Self.t0)?.failure.reason == .databaseMissing)
+        hold.record("k", failure: Failure(reason: .refused, message: "x"), now: Self.t0)
+        #expect(hold.holding("k", now: Self.t0) == nil)
+        #expect(hold.count == 0)
+    }
+
+    @Test func theTableIsBounded() {
+        var hold = ProbeCredentialHold()
+        for index in 0...ProbeCredentialHold.limit {
+            hold.record("k\(index)", failure: Self.auth, now: Self.t0 + .milliseconds(index))
+        }
+        #expect(hold.count == ProbeCredentialHold.limit)
+        #expect(hold.holding("k0", now: Self.t0 + .seconds(11)) == nil, "the hold that ends first was dropped")
+        #expect(hold.holding("k\(ProbeCredentialHold.limit)", now: Self.t0 + .seconds(11)) != nil)
+    }
+}

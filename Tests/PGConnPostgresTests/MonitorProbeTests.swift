@@ -150,3 +150,24 @@ import Testing
         #expect(harness.gauge("pgconn_exporter_probes_in_progress") == 0)
     }
 }
+
+extension MonitorProbeTests {
+    @Test func aFailedLoginIsNotRetriedByTheNextProbes() throws {
+        let auth = Failure(reason: .auth, sqlstate: "28P01", message: "password authentication failed for user \"u\"")
+        let server = Self.server(connect: { _ in .fail(auth) })
+        let harness = try Harness([], server: server)
+        let config = Self.discovered("198.51.100.8")
+        let results = Results()
+        Self.probe(harness, .discovered(config), into: results)
+        try harness.await("first answered") { results.all.count == 1 }
+        for _ in 0..<5 { Self.probe(harness, .discovered(config), into: results) }
+        try harness.await("all answered") { results.all.count == 6 }
+        #expect(results.all.allSatisfy { $0.failure?.reason == .auth })
+        #expect(server.snapshot.started == 1, "one login attempt, not six")
+        #expect(results.all[1].trace.first?.text.hasPrefix("not connecting: the last probe's credentials failed") == true)
+        // Another target is not held back.
+        Self.probe(harness, .discovered(Self.discovered("198.51.100.9")), into: results)
+        try harness.await("the other answered") { results.all.count == 7 }
+        #expect(server.snapshot.started == 2)
+    }
+}

@@ -42,6 +42,12 @@ public struct EventRing: Sendable {
     public init() {}
 
     public mutating func append(_ event: TargetEvent) {
+        var event = event
+        // A target failing the same way again and again sends the same text in a fresh string each time: keep
+        // one copy (a String shares its buffer when assigned), so a flapping target's ring holds one message.
+        if let message = event.failure?.message, let shared = recentMessage(equalTo: message) {
+            event.failure?.message = shared
+        }
         if storage.count < Self.capacity {
             storage.append(event)
         } else {
@@ -52,6 +58,19 @@ public struct EventRing: Sendable {
 
     /// Oldest first.
     public var events: [TargetEvent] { Array(storage[start...] + storage[..<start]) }
+
+    /// The same text in one of the last ``sharingWindow`` events' messages, if any.
+    private func recentMessage(equalTo message: String) -> String? {
+        guard !storage.isEmpty else { return nil }
+        let newest = (start + storage.count - 1) % storage.count
+        for back in 0..<min(Self.sharingWindow, storage.count) {
+            let index = (newest - back + storage.count) % storage.count
+            if let candidate = storage[index].failure?.message, candidate == message { return candidate }
+        }
+        return nil
+    }
+
+    static let sharingWindow = 16
 }
 
 /// `/api/v1/events` bodies.

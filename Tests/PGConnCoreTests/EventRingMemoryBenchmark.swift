@@ -17,8 +17,9 @@ private func benchmarksRequested() -> Bool { ProcessInfo.processInfo.environment
     }
 
     /// Fills `targets` full rings; every `failing`-th event carries a failure whose message is `length` bytes,
-    /// a fresh string each time (as the loop's classified messages are). Returns the resident growth per target.
-    static func measure(targets: Int, messageLength length: Int, failing: Int) -> (perTarget: Double, total: Int) {
+    /// a fresh string each time (as the loop's classified messages are), the same text again or a different one
+    /// each time (`unique`). Returns the resident growth per target.
+    static func measure(targets: Int, messageLength length: Int, failing: Int, unique: Bool) -> (perTarget: Double, total: Int) {
         let store = MetricsStore(buildInfo: BuildInfo(version: "b", revision: "b", libpqVersion: "-", microhttpdVersion: "-"))
         store.setTargets((0..<targets).map { id in
             (id, TargetConfig(name: "t\(id)", dsn: "", summary: DSNSummary(host: "h", port: "5432", database: "d", user: "u", sslmode: "prefer")))
@@ -29,7 +30,8 @@ private func benchmarksRequested() -> Bool { ProcessInfo.processInfo.environment
                 let failure =
                     round % failing == 0
                     ? Failure(
-                        reason: .refused, message: String(repeating: "x", count: length - 12) + " \(100_000 + round * targets + id)")
+                        reason: .refused,
+                        message: String(repeating: "x", count: length - 12) + " \(unique ? 100_000 + round * targets + id : 100_000 + id)")
                     : nil
                 store.recordEvent(
                     id,
@@ -44,12 +46,13 @@ private func benchmarksRequested() -> Bool { ProcessInfo.processInfo.environment
     }
 
     @Test func fullRingsAtOneThousandTargets() {
-        let cases: [(String, Int, Int)] = [
-            ("half the events with a 120-byte message (flapping on one error)", 120, 2),
-            ("every event with a 300-byte message (the cut-off; worst case)", 300, 1),
+        let cases: [(String, Int, Int, Bool)] = [
+            ("flapping on one error (half the events with the same 120-byte message)", 120, 2, false),
+            ("half the events with a different 120-byte message each", 120, 2, true),
+            ("every event with a different 300-byte message (the cut-off; worst case)", 300, 1, true),
         ]
-        for (label, length, failing) in cases {
-            let (perTarget, total) = Self.measure(targets: 1000, messageLength: length, failing: failing)
+        for (label, length, failing, unique) in cases {
+            let (perTarget, total) = Self.measure(targets: 1000, messageLength: length, failing: failing, unique: unique)
             print(
                 "event rings, 1,000 targets x 256 events, \(label): "
                     + "\(String(format: "%.1f", Double(total) / 1_048_576)) MiB resident, "

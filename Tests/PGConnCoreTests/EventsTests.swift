@@ -68,3 +68,16 @@ import Testing
         #expect(store.events(target: nil, since: nil)?.map(\.target) == ["b"], "a removed target's history goes with it")
     }
 }
+
+extension EventsTests {
+    @Test func aRepeatedMessageIsKeptOnceAndStillReadsTheSame() {
+        var ring = EventRing()
+        for index in 0..<40 {
+            let text = String(repeating: "refused ", count: 10) + (index % 2 == 0 ? "a" : "b")
+            ring.append(TargetEvent(time: Double(index), kind: .state, from: "up", to: "backoff", failure: Failure(reason: .refused, message: text)))
+        }
+        let messages = ring.events.compactMap(\.failure?.message)
+        #expect(messages.count == 40)
+        #expect(messages.enumerated().allSatisfy { $0.element.hasSuffix($0.offset % 2 == 0 ? "a" : "b") })
+    }
+}

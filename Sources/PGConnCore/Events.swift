@@ -27,7 +27,9 @@ public struct TargetEvent: Sendable, Equatable {
         self.from = from
         self.to = to
         // Messages are cut so the ring's size stays bounded whatever a server sends.
-        self.failure = failure.map { Failure(reason: $0.reason, sqlstate: $0.sqlstate, message: String($0.message.prefix(300))) }
+        self.failure = failure.map {
+            Failure(reason: $0.reason, sqlstate: $0.sqlstate, message: String($0.message.prefix(300)))
+        }
         self.outage = outage
     }
 }

@@ -79,7 +79,8 @@ public struct ProbeResult: Sendable, Equatable {
         out.sample("probe_duration_seconds", [], duration.seconds)
         out.family(
             "probe_connect_duration_seconds", .gauge,
-            help: "How long the connect took (password, DNS, TCP, TLS, authentication), up to its failure if it failed.")
+            help: "How long the connect took (password, DNS, TCP, TLS, authentication), up to its failure if it failed."
+        )
         out.sample("probe_connect_duration_seconds", [], connectDuration.seconds)
         out.family(
             "probe_query_duration_seconds", .gauge, help: "How long the query took to answer; 0 if it was never sent.")

@@ -133,7 +133,8 @@ public enum SessionReply {
         }
         // In single-row mode each row is a result of its own, and each statement ends with an empty one: the
         // role is the last row that has a value.
-        let inRecovery = roleChecked ? reply.results.last(where: { $0.firstValue != nil })?.firstValue.map { $0 == "t" } : nil
+        let inRecovery =
+            roleChecked ? reply.results.last(where: { $0.firstValue != nil })?.firstValue.map { $0 == "t" } : nil
         return .probeSucceeded(inRecovery: inRecovery, transactionOpen: reply.transactionOpen)
     }
 
@@ -156,7 +157,8 @@ public enum SessionReply {
         }
         if case .unexpected(let name)? = reply.results.first(where: \.status.isUnexpected)?.status {
             return Failure(
-                reason: .queryError, message: "unexpected reply \(name) (COPY is not a probe); the connection is discarded")
+                reason: .queryError,
+                message: "unexpected reply \(name) (COPY is not a probe); the connection is discarded")
         }
         if let fatal = reply.results.first(where: \.isFatal) {
             return FailureClassifier.classify(sqlstate: fatal.sqlstate, message: fatal.message)

@@ -120,7 +120,9 @@ public struct SessionStateMachine: Sendable {
     public mutating func reconfigure(_ config: TargetConfig) {
         if config.backoff != self.config.backoff {
             backoff = Backoff(config: config.backoff, seed: UInt64(bitPattern: Int64(config.name.hashValue)))
-            credentialBackoff = Backoff(config: .credentialFailures(after: config.backoff), seed: ~UInt64(bitPattern: Int64(config.name.hashValue)))
+            credentialBackoff = Backoff(
+                config: .credentialFailures(after: config.backoff),
+                seed: ~UInt64(bitPattern: Int64(config.name.hashValue)))
         }
         self.config = config
     }
@@ -359,7 +361,9 @@ public struct SessionStateMachine: Sendable {
         }
     }
 
-    private mutating func beginBackoff(now: MonotonicInstant, from: StateName, failure: Failure, into output: inout Output) {
+    private mutating func beginBackoff(
+        now: MonotonicInstant, from: StateName, failure: Failure, into output: inout Output
+    ) {
         let delay = Self.isCredentialFailure(failure.reason) ? credentialBackoff.next() : backoff.next()
         state = .backoff(until: now + delay, delay: delay)
         backoffReason = failure.reason

@@ -1,8 +1,9 @@
 import Dispatch
 public import PGConnCore
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The exporter's HTTP routes: metrics, health, events, on-demand probes, liveness, readiness, reload and the
@@ -168,7 +169,10 @@ public struct ExporterRouter: Sendable {
                 if plan.debug {
                     respond(.text(result.debugText(describing: plan.description)))
                 } else {
-                    respond(HTTPResponse(status: 200, headers: [("Content-Type", Self.metricsContentType)], body: result.exposition()))
+                    respond(
+                        HTTPResponse(
+                            status: 200, headers: [("Content-Type", Self.metricsContentType)], body: result.exposition()
+                        ))
                 }
             }
             if !started {

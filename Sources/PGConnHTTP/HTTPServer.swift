@@ -4,7 +4,7 @@ import PGConnCore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An HTTP/1.1 server on libmicrohttpd that hands every request to one handler, which answers now or later.
@@ -452,12 +452,14 @@ private func handleCompletion(
 private func connectionValues(_ connection: OpaquePointer, kind: MHD_ValueKind) -> [String: String] {
     var pairs: [(String, String)] = []
     _ = withUnsafeMutablePointer(to: &pairs) { pairs in
-        MHD_get_connection_values(connection, kind, { closure, _, key, value in
-            guard let closure, let key else { return PGCONN_MHD_YES }
-            let pairs = closure.assumingMemoryBound(to: [(String, String)].self)
-            pairs.pointee.append((String(cString: key), value.map { String(cString: $0) } ?? ""))
-            return PGCONN_MHD_YES
-        }, pairs)
+        MHD_get_connection_values(
+            connection, kind,
+            { closure, _, key, value in
+                guard let closure, let key else { return PGCONN_MHD_YES }
+                let pairs = closure.assumingMemoryBound(to: [(String, String)].self)
+                pairs.pointee.append((String(cString: key), value.map { String(cString: $0) } ?? ""))
+                return PGCONN_MHD_YES
+            }, pairs)
     }
     if kind == .HEADER_KIND {
         let lowercased = pairs.map { ($0.0.lowercased(), $0.1) }
@@ -470,7 +472,8 @@ private func connectionValues(_ connection: OpaquePointer, kind: MHD_ValueKind) 
 /// its own reference until sent).
 private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> pgconn_mhd_result {
     let created = response.body.withUnsafeBytes { body in
-        MHD_create_response_from_buffer(body.count, UnsafeMutableRawPointer(mutating: body.baseAddress),
+        MHD_create_response_from_buffer(
+            body.count, UnsafeMutableRawPointer(mutating: body.baseAddress),
             .RESPMEM_MUST_COPY)
     }
     guard let created else { return PGCONN_MHD_NO }

@@ -71,7 +71,8 @@ struct ProbePlan: Equatable {
                 let known = config.modules.map(\.name).joined(separator: ", ")
                 return .failure(
                     Refusal(
-                        "Bad request: unknown module \"\(moduleName)\" (configured: \(known.isEmpty ? "none" : known))\n",
+                        "Bad request: unknown module \"\(moduleName)\" "
+                            + "(configured: \(known.isEmpty ? "none" : known))\n",
                         status: 400))
             }
             let address: ProbeAddress
@@ -89,7 +90,8 @@ struct ProbePlan: Equatable {
             cap = module.timeout
         } else {
             guard let configured = config.targets.first(where: { $0.name == target }) else {
-                return .failure(Refusal("Unknown target: \(target) (give module=<name> to probe a host)\n", status: 404))
+                return .failure(
+                    Refusal("Unknown target: \(target) (give module=<name> to probe a host)\n", status: 404))
             }
             subject = .configured(configured.name)
             cap = configured.connectTimeout + configured.probeTimeout
@@ -99,7 +101,8 @@ struct ProbePlan: Equatable {
             guard let seconds = Double(header.trimmingWhitespace()), seconds.isFinite, seconds > 0 else {
                 return .failure(
                     Refusal(
-                        "Bad request: X-Prometheus-Scrape-Timeout-Seconds must be a positive number (got \"\(header)\")\n",
+                        "Bad request: X-Prometheus-Scrape-Timeout-Seconds must be a positive number "
+                            + "(got \"\(header)\")\n",
                         status: 400))
             }
             let scrape = Duration.nanoseconds(Int64(min(seconds, 86_400) * 1e9))

@@ -37,7 +37,9 @@ enum ConnectionParameters {
         // GSSAPI encryption is tried first by default, and with a Kerberos ticket cache libpq may then talk to the
         // KDC synchronously, inside the connect: off unless the DSN or PGGSSENCMODE asks for it.
         if dsnValues["gssencmode"] == nil { pairs.append(("gssencmode", "disable")) }
-        if purpose != .loginCheck, serverTimeouts, let options = self.serverTimeouts(for: target, dsnOptions: dsnValues["options"]) {
+        if purpose != .loginCheck, serverTimeouts,
+            let options = self.serverTimeouts(for: target, dsnOptions: dsnValues["options"])
+        {
             pairs.append(("options", options))
         }
         if let password { pairs.append(("password", password)) }

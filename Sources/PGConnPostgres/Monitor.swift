@@ -25,7 +25,8 @@ public final class Monitor: Sendable {
     ///     middle of being established at once; the rest wait their turn (``ConnectAdmission``).
     ///   - maxConcurrentProbes: how many on-demand probes may be asked for at once (``probe(_:completion:)``).
     public convenience init(
-        config: ValidatedConfig, metrics: MetricsStore, logger: Logger, seed: UInt64 = UInt64.random(in: 0...UInt64.max),
+        config: ValidatedConfig, metrics: MetricsStore, logger: Logger,
+        seed: UInt64 = UInt64.random(in: 0...UInt64.max),
         maxConcurrentConnects: Int = 64, maxConcurrentProbes: Int = 32
     ) throws(SystemError) {
         try self.init(

@@ -15,7 +15,8 @@ extension MonitorLoop {
             switch slot.role {
             case .session: target.session.connectDeferred()
             case .login: target.login.deferred()
-            case .probe: traceProbe(target, "waiting for a connect turn (\(admission.inFlight.count) connects in progress)")
+            case .probe:
+                traceProbe(target, "waiting for a connect turn (\(admission.inFlight.count) connects in progress)")
             }
         }
     }
@@ -127,7 +128,8 @@ extension MonitorLoop {
     /// Leaves the target's lookup; one nobody waits for any more is withdrawn if it has not started.
     private func leaveLookup(_ slot: ConnectionSlot, of target: TargetRuntime) {
         target.lookup.waiters.remove(slot.role)
-        guard target.lookup.waiters.isEmpty, let ticket = target.lookup.inFlight, lookupPool(for: target).withdraw(ticket)
+        guard target.lookup.waiters.isEmpty, let ticket = target.lookup.inFlight,
+            lookupPool(for: target).withdraw(ticket)
         else { return }
         pendingLookups[ticket] = nil
         target.lookup.inFlight = nil

@@ -72,7 +72,9 @@ extension MonitorLoop {
         if let id = probeRunsByKey[order.key], let run = probeRuns[id] {
             run.waiters.append(waiter)
             traceProbe(run, at: now, "another request joined (timeout \(order.timeout.prometheusString))")
-            if waiter.deadline < run.deadline { timers.push(waiter.deadline, TimerTag(id: run.runtime.id, kind: .probe)) }
+            if waiter.deadline < run.deadline {
+                timers.push(waiter.deadline, TimerTag(id: run.runtime.id, kind: .probe))
+            }
             return
         }
         if let (failure, remaining) = probeCredentialHold.holding(order.key, now: now) {
@@ -84,6 +86,8 @@ extension MonitorLoop {
             return
         }
         let config: TargetConfig
+        // What the target's session learnt: a pooler that refuses startup options is not asked again.
+        var sendsServerTimeouts = true
         switch order.subject {
         case .configured(let name):
             guard let target = targets.first(where: { $0.config.name == name }) else {
@@ -92,18 +96,24 @@ extension MonitorLoop {
             }
             if target.session.isWaitingOnCredentials || target.login.isWaitingOnCredentials {
                 let reason = target.session.isWaitingOnCredentials ? target.session.backoffReason ?? .auth : .auth
+                let failure = Failure(
+                    reason: reason,
+                    message: "the target's credentials failed and its session or login check is backing off")
                 completion.finish(
                     .failed(
-                        Failure(reason: reason, message: "the target's credentials failed and its session or login check is backing off"),
-                        note: "not connecting while the target backs off after a credential failure (so probes cannot lock the account)"))
+                        failure,
+                        note: "not connecting while the target backs off after a credential failure "
+                            + "(so probes cannot lock the account)"))
                 return
             }
             config = target.config.forProbe(timeout: order.timeout)
+            sendsServerTimeouts = target.sendsServerTimeouts
         case .discovered(let discovered):
             config = discovered.forProbe(timeout: order.timeout)
         }
         let runtime = TargetRuntime(id: nextTargetID, config: config, seed: seed &+ UInt64(nextTargetID))
         nextTargetID += 1
+        runtime.sendsServerTimeouts = sendsServerTimeouts
         let run = ProbeRun(runtime: runtime, key: order.key, started: now, first: waiter)
         probeRuns[runtime.id] = run
         probeRunsByKey[order.key] = runtime.id
@@ -125,8 +135,8 @@ extension MonitorLoop {
                 run, at: now, "connected, server_version \(connection.parameterStatus("server_version") ?? "unknown")")
             run.querySent = now
             traceProbe(run, at: now, "sending the query")
-            if let failure = sendQuery(.probe, SessionQueries.onDemandProbe(for: run.runtime.config), on: slot, of: run.runtime)
-            {
+            let sql = SessionQueries.onDemandProbe(for: run.runtime.config)
+            if let failure = sendQuery(.probe, sql, on: slot, of: run.runtime) {
                 finishProbe(run, failure: failure, now: now)
             }
             return
@@ -158,7 +168,8 @@ extension MonitorLoop {
                 run,
                 failure: Failure(
                     reason: .timeout,
-                    message: "no answer within \(timeout.prometheusString) while \(Self.phase(of: run.runtime.probeSlot))"),
+                    message:
+                        "no answer within \(timeout.prometheusString) while \(Self.phase(of: run.runtime.probeSlot))"),
                 now: now)
             return
         }
@@ -167,8 +178,11 @@ extension MonitorLoop {
         }
         run.waiters = waiting
         for waiter in due {
-            var result = result(of: run, failure: Failure(reason: .timeout, message: "no answer within this request's timeout"), now: now)
-            result.trace.append(.init(at: now - run.started, text: "this request's timeout passed; the probe goes on for others"))
+            var result = result(
+                of: run, failure: Failure(reason: .timeout, message: "no answer within this request's timeout"),
+                now: now)
+            result.trace.append(
+                .init(at: now - run.started, text: "this request's timeout passed; the probe goes on for others"))
             waiter.completion.finish(result)
         }
     }
@@ -204,7 +218,8 @@ extension MonitorLoop {
         return ProbeResult(
             failure: failure, duration: now - run.started, connectDuration: connectEnd - run.started,
             queryDuration: run.querySent.map { now - $0 } ?? .zero,
-            serverVersion: run.connected == nil ? nil : run.runtime.probeSlot.connection?.parameterStatus("server_version"),
+            serverVersion: run.connected == nil
+                ? nil : run.runtime.probeSlot.connection?.parameterStatus("server_version"),
             trace: run.trace)
     }
 

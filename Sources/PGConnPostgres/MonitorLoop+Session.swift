@@ -71,7 +71,8 @@ extension MonitorLoop {
             case .probe: SessionReply.probe(reply, roleChecked: target.config.expect != .any)
             case .rollback: SessionReply.rollback(reply)
             }
-        if case .lost = event {} else {
+        if case .lost = event {
+        } else {
             slot.query = nil
             slot.results = []
             slot.resultBytes = 0
@@ -82,7 +83,9 @@ extension MonitorLoop {
         case .facts(let facts):
             drive(target, target.session.factsRead(facts, now: now), now: now)
         case .probeSucceeded(let inRecovery, let open):
-            drive(target, target.session.probeSucceeded(inRecovery: inRecovery, leftTransactionOpen: open, now: now), now: now)
+            drive(
+                target, target.session.probeSucceeded(inRecovery: inRecovery, leftTransactionOpen: open, now: now),
+                now: now)
         case .probeFailed(let failure, let open):
             drive(target, target.session.probeFailed(failure, leftTransactionOpen: open, now: now), now: now)
         case .rolledBack:

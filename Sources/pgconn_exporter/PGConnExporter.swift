@@ -14,7 +14,8 @@ struct PGConnExporter: ParsableCommand {
 
     static let configuration = CommandConfiguration(
         commandName: "pgconn_exporter",
-        abstract: "Watches PostgreSQL connections (persistent sessions and fresh logins) and exports Prometheus metrics.",
+        abstract:
+            "Watches PostgreSQL connections (persistent sessions and fresh logins) and exports Prometheus metrics.",
         version: version)
 
     @Option(name: .customLong("config.file"), help: "Path to the YAML configuration.")
@@ -39,7 +40,8 @@ struct PGConnExporter: ParsableCommand {
 
     @Option(
         name: .customLong("probe.timeout-offset"),
-        help: "Taken off X-Prometheus-Scrape-Timeout-Seconds for a /probe's budget, so it answers in time (e.g. 500ms).")
+        help: "Taken off X-Prometheus-Scrape-Timeout-Seconds for a /probe's budget, so it answers in time (e.g. 500ms)."
+    )
     var probeTimeoutOffset = "500ms"
 
     @Option(
@@ -47,7 +49,9 @@ struct PGConnExporter: ParsableCommand {
         help: "How many /probe requests may be in progress at once; more get 429.")
     var probeMaxConcurrent = 32
 
-    @Flag(name: .customLong("config.check"), help: "Validate the configuration, print the result and exit (0 valid, 1 not).")
+    @Flag(
+        name: .customLong("config.check"),
+        help: "Validate the configuration, print the result and exit (0 valid, 1 not).")
     var configCheck = false
 
     /// Ignores SIGPIPE before anything is written (flag errors included), then runs the command: a write to a
@@ -64,10 +68,12 @@ struct PGConnExporter: ParsableCommand {
         guard LogFormat(rawValue: logFormat) != nil else {
             throw ValidationError("--log.format: must be logfmt or json (got \"\(logFormat)\")")
         }
-        guard let interval = try? Duration(prometheus: autoReloadInterval), interval == .zero || interval >= .milliseconds(100)
+        guard let interval = try? Duration(prometheus: autoReloadInterval),
+            interval == .zero || interval >= .milliseconds(100)
         else {
             throw ValidationError(
-                "--config.auto-reload-interval: must be 0s (off) or a duration of at least 100ms (got \"\(autoReloadInterval)\")")
+                "--config.auto-reload-interval: must be 0s (off) or a duration of at least 100ms (got \"\(autoReloadInterval)\")"
+            )
         }
         guard (try? Duration(prometheus: probeTimeoutOffset)) != nil else {
             throw ValidationError(
@@ -77,7 +83,8 @@ struct PGConnExporter: ParsableCommand {
             throw ValidationError("--probe.max-concurrent: must be between 1 and 10000 (got \(probeMaxConcurrent))")
         }
         guard telemetryPath.hasPrefix("/"), telemetryPath.count > 1 else {
-            throw ValidationError("--web.telemetry-path: must start with \"/\" and name a path (got \"\(telemetryPath)\")")
+            throw ValidationError(
+                "--web.telemetry-path: must start with \"/\" and name a path (got \"\(telemetryPath)\")")
         }
     }
 
@@ -105,7 +112,8 @@ struct PGConnExporter: ParsableCommand {
             throw ExitCode.failure
         }
         if configCheck {
-            var line = "\(configFile): valid, \(config.targets.count) target(s): \(config.targets.map(\.name).joined(separator: ", "))"
+            var line =
+                "\(configFile): valid, \(config.targets.count) target(s): \(config.targets.map(\.name).joined(separator: ", "))"
             if !config.modules.isEmpty {
                 line += "; \(config.modules.count) module(s): \(config.modules.map(\.name).joined(separator: ", "))"
             }
@@ -130,7 +138,8 @@ struct PGConnExporter: ParsableCommand {
             telemetryPath: telemetryPath,
             renderMetrics: {
                 metrics.render(
-                    wallClock: Date().timeIntervalSince1970, now: MonotonicInstant.now(), process: ProcessStats.readCurrent(),
+                    wallClock: Date().timeIntervalSince1970, now: MonotonicInstant.now(),
+                    process: ProcessStats.readCurrent(),
                     loopOverdue: monitor.overdue)
             },
             isReady: { monitor.isReady },
@@ -149,7 +158,9 @@ struct PGConnExporter: ParsableCommand {
             },
             probe: ProbeRoute(
                 config: { reloader.config },
-                start: { subject, timeout, done in monitor.probe(ProbeOrder(subject, timeout: timeout), completion: done) },
+                start: { subject, timeout, done in
+                    monitor.probe(ProbeOrder(subject, timeout: timeout), completion: done)
+                },
                 timeoutOffset: (try? Duration(prometheus: probeTimeoutOffset)) ?? .milliseconds(500)),
             version: Self.version)
         let server = HTTPServer(listenAddress: listenAddress, reply: router.reply)

@@ -91,7 +91,8 @@ import Testing
             #expect(Self.value("probe_success", in: answer.body) == 1)
         }
         samples.sort()
-        print("/probe live target: p50 \(samples[15].milliseconds) ms, max \(samples.last!.milliseconds) ms (30 probes)")
+        print(
+            "/probe live target: p50 \(samples[15].milliseconds) ms, max \(samples.last!.milliseconds) ms (30 probes)")
 
         let debug = try httpGet(port: port, path: "/probe?target=primary&debug=true")
         #expect(debug.status == 200 && debug.body.hasPrefix("Probe of target primary\n\nTrace:\n"), "\(debug.body)")
@@ -145,7 +146,8 @@ import Testing
         defer { server.cleanup() }
         let silent = try BlackholeListener()
         let directory = try TemporaryDirectory()
-        let (exporter, port) = try start(server, silent: silent, directory: directory, arguments: ["--probe.max-concurrent=4"])
+        let (exporter, port) = try start(
+            server, silent: silent, directory: directory, arguments: ["--probe.max-concurrent=4"])
         defer { exporter.kill() }
         try eventually(timeout: .seconds(20)) { try httpGet(port: port, path: "/health/primary").status == 200 }
 
@@ -188,7 +190,8 @@ import Testing
             #expect(Self.value("probe_success", in: result.body) == 0)
             #expect(result.body.contains("probe_failure_info{reason=\"timeout\"} 1"), "\(result.body)")
             #expect(result.elapsed < .seconds(2), "answered within the scrape timeout: \(result.elapsed)")
-            #expect(result.elapsed >= .milliseconds(1400), "the budget is the header minus the offset: \(result.elapsed)")
+            #expect(
+                result.elapsed >= .milliseconds(1400), "the budget is the header minus the offset: \(result.elapsed)")
             if let duration = Self.value("probe_duration_seconds", in: result.body) {
                 #expect(abs(duration - 1.5) < 0.1, "probe_duration_seconds \(duration)")
             }

@@ -19,11 +19,20 @@ private func benchmarksRequested() -> Bool { ProcessInfo.processInfo.environment
     /// Fills `targets` full rings; every `failing`-th event carries a failure whose message is `length` bytes,
     /// a fresh string each time (as the loop's classified messages are), the same text again or a different one
     /// each time (`unique`). Returns the resident growth per target.
-    static func measure(targets: Int, messageLength length: Int, failing: Int, unique: Bool) -> (perTarget: Double, total: Int) {
-        let store = MetricsStore(buildInfo: BuildInfo(version: "b", revision: "b", libpqVersion: "-", microhttpdVersion: "-"))
-        store.setTargets((0..<targets).map { id in
-            (id, TargetConfig(name: "t\(id)", dsn: "", summary: DSNSummary(host: "h", port: "5432", database: "d", user: "u", sslmode: "prefer")))
-        })
+    static func measure(targets: Int, messageLength length: Int, failing: Int, unique: Bool) -> (
+        perTarget: Double, total: Int
+    ) {
+        let store = MetricsStore(
+            buildInfo: BuildInfo(version: "b", revision: "b", libpqVersion: "-", microhttpdVersion: "-"))
+        store.setTargets(
+            (0..<targets).map { id in
+                (
+                    id,
+                    TargetConfig(
+                        name: "t\(id)", dsn: "",
+                        summary: DSNSummary(host: "h", port: "5432", database: "d", user: "u", sslmode: "prefer"))
+                )
+            })
         let before = residentBytes()
         for round in 0..<EventRing.capacity {
             for id in 0..<targets {
@@ -31,7 +40,8 @@ private func benchmarksRequested() -> Bool { ProcessInfo.processInfo.environment
                     round % failing == 0
                     ? Failure(
                         reason: .refused,
-                        message: String(repeating: "x", count: length - 12) + " \(unique ? 100_000 + round * targets + id : 100_000 + id)")
+                        message: String(repeating: "x", count: length - 12)
+                            + " \(unique ? 100_000 + round * targets + id : 100_000 + id)")
                     : nil
                 store.recordEvent(
                     id,
@@ -52,7 +62,8 @@ private func benchmarksRequested() -> Bool { ProcessInfo.processInfo.environment
             ("every event with a different 300-byte message (the cut-off; worst case)", 300, 1, true),
         ]
         for (label, length, failing, unique) in cases {
-            let (perTarget, total) = Self.measure(targets: 1000, messageLength: length, failing: failing, unique: unique)
+            let (perTarget, total) = Self.measure(
+                targets: 1000, messageLength: length, failing: failing, unique: unique)
             print(
                 "event rings, 1,000 targets x 256 events, \(label): "
                     + "\(String(format: "%.1f", Double(total) / 1_048_576)) MiB resident, "

@@ -30,8 +30,10 @@ import Testing
         #expect(RFC3339.parse(text) == expected)
     }
 
-    @Test(arguments: ["", "yesterday", "2026-12-02", "2026-13-01T00:00:00Z", "2026-12-02T13:00:00", "2026-12-02T13:00:00.Z",
-        "2026-12-02T13:00:00+0100", "2026-12-02T25:00:00Z", "1796216400"])
+    @Test(arguments: [
+        "", "yesterday", "2026-12-02", "2026-13-01T00:00:00Z", "2026-12-02T13:00:00", "2026-12-02T13:00:00.Z",
+        "2026-12-02T13:00:00+0100", "2026-12-02T25:00:00Z", "1796216400",
+    ])
     func rfc3339Rejects(text: String) {
         #expect(RFC3339.parse(text) == nil)
     }
@@ -44,12 +46,22 @@ import Testing
 
     @Test func jsonIsExact() {
         let events = [
-            ("db", TargetEvent(time: 1_796_216_400, kind: .state, from: "up", to: "backoff", failure: Failure(reason: .adminShutdown, sqlstate: "57P01", message: "terminating connection"))),
-            ("db", TargetEvent(time: 1_796_216_401.5, kind: .probe, from: "failing", to: "succeeding", outage: .milliseconds(1500))),
+            (
+                "db",
+                TargetEvent(
+                    time: 1_796_216_400, kind: .state, from: "up", to: "backoff",
+                    failure: Failure(reason: .adminShutdown, sqlstate: "57P01", message: "terminating connection"))
+            ),
+            (
+                "db",
+                TargetEvent(
+                    time: 1_796_216_401.5, kind: .probe, from: "failing", to: "succeeding", outage: .milliseconds(1500))
+            ),
         ]
         #expect(
             EventsJSON.render(events.map { (target: $0.0, event: $0.1) })
-                == #"{"events":[{"time":"2026-12-02T13:00:00.000Z","target":"db","kind":"state","from":"up","to":"backoff","reason":"admin_shutdown","sqlstate":"57P01","message":"terminating connection","outage_seconds":null},{"time":"2026-12-02T13:00:01.500Z","target":"db","kind":"probe","from":"failing","to":"succeeding","reason":null,"sqlstate":null,"message":null,"outage_seconds":1.5}]}"# + "\n")
+                == #"{"events":[{"time":"2026-12-02T13:00:00.000Z","target":"db","kind":"state","from":"up","to":"backoff","reason":"admin_shutdown","sqlstate":"57P01","message":"terminating connection","outage_seconds":null},{"time":"2026-12-02T13:00:01.500Z","target":"db","kind":"probe","from":"failing","to":"succeeding","reason":null,"sqlstate":null,"message":null,"outage_seconds":1.5}]}"#
+                + "\n")
     }
 
     @Test func theStoreFiltersByTargetAndTimeAndMergesNewestLast() {
@@ -59,13 +71,18 @@ import Testing
         let b = MetricsStoreTests.id("b")
         store.recordEvent(a, TargetEvent(time: 10, kind: .state, from: "start", to: "connecting"))
         store.recordEvent(b, TargetEvent(time: 5, kind: .state, from: "start", to: "connecting"))
-        store.recordEvent(a, TargetEvent(time: 20, kind: .state, from: "connecting", to: "backoff", failure: Self.refused))
+        store.recordEvent(
+            a, TargetEvent(time: 20, kind: .state, from: "connecting", to: "backoff", failure: Self.refused))
         store.recordEvent(MetricsStoreTests.id("gone"), TargetEvent(time: 1, kind: .state, from: "x", to: "y"))
-        #expect(store.events(target: nil, since: nil)?.map { "\($0.target)@\(Int($0.event.time))" } == ["b@5", "a@10", "a@20"])
+        #expect(
+            store.events(target: nil, since: nil)?.map { "\($0.target)@\(Int($0.event.time))" } == [
+                "b@5", "a@10", "a@20",
+            ])
         #expect(store.events(target: "a", since: 15)?.map(\.event.time) == [20])
         #expect(store.events(target: "nope", since: nil) == nil)
         store.setTargets(MetricsStoreTests.keyed([MetricsStoreTests.target("b")]))
-        #expect(store.events(target: nil, since: nil)?.map(\.target) == ["b"], "a removed target's history goes with it")
+        #expect(
+            store.events(target: nil, since: nil)?.map(\.target) == ["b"], "a removed target's history goes with it")
     }
 }
 
@@ -74,7 +91,10 @@ extension EventsTests {
         var ring = EventRing()
         for index in 0..<40 {
             let text = String(repeating: "refused ", count: 10) + (index % 2 == 0 ? "a" : "b")
-            ring.append(TargetEvent(time: Double(index), kind: .state, from: "up", to: "backoff", failure: Failure(reason: .refused, message: text)))
+            ring.append(
+                TargetEvent(
+                    time: Double(index), kind: .state, from: "up", to: "backoff",
+                    failure: Failure(reason: .refused, message: text)))
         }
         let messages = ring.events.compactMap(\.failure?.message)
         #expect(messages.count == 40)

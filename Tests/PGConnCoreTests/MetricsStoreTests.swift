@@ -57,7 +57,8 @@ import Testing
 
         store.setTargets([])
         #expect(names(store).isEmpty)
-        let page = String(decoding: store.render(wallClock: 0, now: MonotonicInstant(wallClock: 0), process: nil), as: UTF8.self)
+        let page = String(
+            decoding: store.render(wallClock: 0, now: MonotonicInstant(wallClock: 0), process: nil), as: UTF8.self)
         #expect(!page.contains("target=\""), "no per-target series left")
         #expect(page.contains("# TYPE pgconn_up gauge\n"), "families are still declared")
     }
@@ -89,10 +90,11 @@ import Testing
     @Test func updateReturnsTheBodysResultOrNilForAnUnknownName() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
         store.setTargets(Self.keyed([Self.target("a")]))
-        #expect(store.update(Self.id("a")) { series -> UInt64 in
-            series.apply(.connectionAttempt, wallClock: 1)
-            return series.connectionAttempts
-        } == 1)
+        #expect(
+            store.update(Self.id("a")) { series -> UInt64 in
+                series.apply(.connectionAttempt, wallClock: 1)
+                return series.connectionAttempts
+            } == 1)
         var called = false
         #expect(store.update(Self.id("nope")) { _ in called = true } == nil)
         #expect(!called, "the body does not run for an unknown target")
@@ -102,8 +104,10 @@ import Testing
         let store = MetricsStore(buildInfo: Self.buildInfo)
         store.setTargets(Self.keyed([Self.target("a")]))
         store.update(Self.id("a")) { $0.apply(.probeFailed(Failure(reason: .refused, message: "x")), wallClock: 1) }
-        let lines = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
-            .split(separator: "\n").filter { $0.hasPrefix("pgconn_probe_failures_total{") }
+        let lines = String(
+            decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self
+        )
+        .split(separator: "\n").filter { $0.hasPrefix("pgconn_probe_failures_total{") }
         #expect(lines.first == #"pgconn_probe_failures_total{target="a",reason="refused"} 1"#)
         #expect(lines.count == 12)
     }
@@ -113,30 +117,37 @@ import Testing
         var config = Self.target("a")
         config.loginInterval = .zero
         store.setTargets(Self.keyed([config, Self.target("b")]))
-        let page = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
+        let page = String(
+            decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(!page.contains(#"pgconn_login_up{target="a"}"#))
         #expect(!page.contains(#"pgconn_login_up{target="b"}"#), "absent until the first check finishes")
-        store.update(Self.id("b")) { $0.apply(LoginCheckStateMachine.Observation.failed(Failure(reason: .auth, message: "x"), duration: .zero)) }
-        let checked = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
+        store.update(Self.id("b")) {
+            $0.apply(LoginCheckStateMachine.Observation.failed(Failure(reason: .auth, message: "x"), duration: .zero))
+        }
+        let checked = String(
+            decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(checked.contains(#"pgconn_login_up{target="b"} 0"#))
     }
 
     @Test func renderWithoutProcessStatsHasNoProcessFamilies() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
-        let page = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
+        let page = String(
+            decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(!page.contains("process_"))
         #expect(page.contains("pgconn_exporter_config_last_reload_successful 1\n"))
     }
 
     @Test func droppedLogLinesAddUpInOneCounter() {
         let store = MetricsStore(buildInfo: Self.buildInfo)
-        let empty = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
+        let empty = String(
+            decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(
             empty.contains(
                 "# TYPE pgconn_exporter_log_lines_dropped_total counter\npgconn_exporter_log_lines_dropped_total 0\n"))
         store.recordLogLinesDropped(1)
         store.recordLogLinesDropped(41)
-        let page = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
+        let page = String(
+            decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(page.contains("pgconn_exporter_log_lines_dropped_total 42\n"))
     }
 
@@ -145,7 +156,8 @@ import Testing
         store.recordReload(successful: true, wallClock: 1_700_000_000)
         store.recordReload(successful: false, wallClock: 1_700_000_500)
         store.recordLoopLag(seconds: 0.002)
-        let page = String(decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
+        let page = String(
+            decoding: store.render(wallClock: 1, now: MonotonicInstant(wallClock: 1), process: nil), as: UTF8.self)
         #expect(page.contains("pgconn_exporter_config_last_reload_successful 0\n"))
         #expect(
             page.contains("pgconn_exporter_config_last_reload_success_timestamp_seconds 1700000000\n"),
@@ -170,7 +182,8 @@ import Testing
         if Array(golden) != rendered {
             let got = String(decoding: rendered, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
             let want = String(decoding: golden, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-            let index = zip(got, want).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+            let index =
+                zip(got, want).enumerated().first { $0.element.0 != $0.element.1 }?.offset
                 ?? min(got.count, want.count)
             let gotLine = index < got.count ? String(got[index]) : "<end>"
             let wantLine = index < want.count ? String(want[index]) : "<end>"
@@ -419,7 +432,8 @@ extension MetricsStoreTests {
             r.nextLoginCheck(taking: 1, failing: refused)
             r.nextLoginCheck(taking: 2, failing: startingUp)
 
-            return store.render(wallClock: epoch + renderAt, now: MonotonicInstant(wallClock: epoch + renderAt), process: process)
+            return store.render(
+                wallClock: epoch + renderAt, now: MonotonicInstant(wallClock: epoch + renderAt), process: process)
         }
     }
 

@@ -9,7 +9,8 @@ struct ProbeResultTests {
 
     @Test func aSuccessfulProbeHasTheServersFactsAndNoFailure() {
         let result = ProbeResult(
-            failure: nil, duration: .milliseconds(12), connectDuration: .milliseconds(9), queryDuration: .milliseconds(2),
+            failure: nil, duration: .milliseconds(12), connectDuration: .milliseconds(9),
+            queryDuration: .milliseconds(2),
             serverVersion: "15.14 (Debian 15.14-0+deb12u1)", inRecovery: false)
         let text = String(decoding: result.exposition(), as: UTF8.self)
         #expect(text.contains("\nprobe_success 1\n"))
@@ -19,7 +20,9 @@ struct ProbeResultTests {
         #expect(text.contains("\nprobe_server_info{server_version=\"15.14 (Debian 15.14-0+deb12u1)\"} 1\n"))
         #expect(text.contains("\nprobe_server_in_recovery 0\n"))
         #expect(!text.contains("probe_failure_info"))
-        let families = text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
+        let families = text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map {
+            $0.split(separator: " ")[2]
+        }
         #expect(families.allSatisfy { $0.hasPrefix("probe_") })
         #expect(families.count == 6)
     }
@@ -45,15 +48,19 @@ struct ProbeResultTests {
         #expect(wrong.inRecovery == true)
         let primary = QueryReply(results: [Self.row, Self.role("f")])
         #expect(ProbeResult.evaluate(primary, expect: .standby).failure?.reason == .readOnly)
-        let failed = QueryReply(results: [QueryResultSummary(status: .error, sqlstate: "42P01", message: "relation does not exist")])
+        let failed = QueryReply(results: [
+            QueryResultSummary(status: .error, sqlstate: "42P01", message: "relation does not exist")
+        ])
         #expect(ProbeResult.evaluate(failed, expect: .any).failure?.reason == .queryError)
-        let lost = QueryReply(results: [], connectionBad: true, errorMessage: "server closed the connection unexpectedly")
+        let lost = QueryReply(
+            results: [], connectionBad: true, errorMessage: "server closed the connection unexpectedly")
         #expect(ProbeResult.evaluate(lost, expect: .any).failure?.reason == .connectionLost)
     }
 
     @Test func theDebugTextHasTheTraceThenTheMetrics() {
         let result = ProbeResult(
-            failure: Failure(reason: .timeout, message: "no answer within 1s while connecting (TCP, TLS, authentication)"),
+            failure: Failure(
+                reason: .timeout, message: "no answer within 1s while connecting (TCP, TLS, authentication)"),
             duration: .seconds(1),
             trace: [.init(at: .zero, text: "probing db"), .init(at: .microseconds(1500), text: "connecting")])
         let text = result.debugText(describing: "db")
@@ -63,8 +70,12 @@ struct ProbeResultTests {
     }
 
     @Test func theOnDemandQueryAlwaysAsksForTheRole() {
-        #expect(SessionQueries.onDemandProbe(for: TargetConfig(name: "t", dsn: "", summary: DSNSummary(host: "", port: "", database: "", user: "", sslmode: ""), query: "SELECT 1 -- x"))
-            == "SELECT 1 -- x\n;\nSELECT pg_catalog.pg_is_in_recovery()")
+        #expect(
+            SessionQueries.onDemandProbe(
+                for: TargetConfig(
+                    name: "t", dsn: "", summary: DSNSummary(host: "", port: "", database: "", user: "", sslmode: ""),
+                    query: "SELECT 1 -- x"))
+                == "SELECT 1 -- x\n;\nSELECT pg_catalog.pg_is_in_recovery()")
     }
 }
 

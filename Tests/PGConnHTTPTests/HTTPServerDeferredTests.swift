@@ -5,7 +5,7 @@ import Testing
 @testable import PGConnHTTP
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The `respond` closures of deferred requests, kept by the request's `id` query argument.

@@ -4,7 +4,7 @@ import Testing
 @testable import PGConnHTTP
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The start of a request line and nothing more: the server must wait for the rest.
@@ -81,7 +81,8 @@ private func measure<T>(_ body: () throws -> T) rethrows -> (T, Duration) {
     }
 
     @Test func theConnectionPastThePerAddressLimitIsClosedAtOnceAndOthersAreServed() throws {
-        let limits = ConnectionLimits(total: 32, perAddress: 4, idleTimeout: .seconds(30), requestDeadline: .seconds(30))
+        let limits = ConnectionLimits(
+            total: 32, perAddress: 4, idleTimeout: .seconds(30), requestDeadline: .seconds(30))
         try withServer(limits: limits) { (server: HTTPServer) throws in
             let held = try openHalfSentConnections(4, from: "127.0.0.2", port: server.boundPort)
             defer { for socket in held { close(socket) } }

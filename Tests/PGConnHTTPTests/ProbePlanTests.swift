@@ -45,17 +45,18 @@ struct ProbePlanTests {
         #expect(plan.description == "db-1.example.com:5432 with module app")
     }
 
-    @Test(arguments: [
-        (["target": "db", "debug": "true"], nil),
-        ([:], 400), (["target": ""], 400), (["target": "nope"], 404),
-        (["target": "db-1.example.com", "module": "nope"], 400),
-        (["target": "db-1.example.com:6432", "module": "app"], 403),  // port outside ports
-        (["target": "other.example.com", "module": "app"], 403),
-        (["target": "11.0.0.1", "module": "app"], 403),
-        (["target": "10.1.2.3", "module": "app"], nil),
-        (["target": "10.1.2.3 sslmode=disable", "module": "app"], 400),
-        (["target": "db", "debug": "1"], 400),
-    ] as [([String: String], Int?)])
+    @Test(
+        arguments: [
+            (["target": "db", "debug": "true"], nil),
+            ([:], 400), (["target": ""], 400), (["target": "nope"], 404),
+            (["target": "db-1.example.com", "module": "nope"], 400),
+            (["target": "db-1.example.com:6432", "module": "app"], 403),  // port outside ports
+            (["target": "other.example.com", "module": "app"], 403),
+            (["target": "11.0.0.1", "module": "app"], 403),
+            (["target": "10.1.2.3", "module": "app"], nil),
+            (["target": "10.1.2.3 sslmode=disable", "module": "app"], 400),
+            (["target": "db", "debug": "1"], 400),
+        ] as [([String: String], Int?)])
     func requestsAreCheckedBeforeAnythingConnects(query: [String: String], status: Int?) {
         #expect(Self.status(query) == status, "\(query)")
     }
@@ -70,8 +71,9 @@ struct ProbePlanTests {
             Issue.record("expected a refusal")
             return
         }
-        #expect(String(decoding: refusal.response.body, as: UTF8.self).hasPrefix(
-            "Forbidden: other.example.com:5432 is not allowed by module app"))
+        #expect(
+            String(decoding: refusal.response.body, as: UTF8.self).hasPrefix(
+                "Forbidden: other.example.com:5432 is not allowed by module app"))
         guard case .failure(let unknown) = Self.plan(["target": "x", "module": "nope"]) else { return }
         #expect(String(decoding: unknown.response.body, as: UTF8.self).contains("(configured: app)"))
     }

@@ -14,13 +14,17 @@ import Testing
 
     /// Answers the on-demand probe's role query with `inRecovery`, everything else with one row.
     static func server(
-        inRecovery: String = "f", connect: @escaping @Sendable (String) -> ScriptedServer.ConnectScript = { _ in .ready },
+        inRecovery: String = "f",
+        connect: @escaping @Sendable (String) -> ScriptedServer.ConnectScript = { _ in .ready },
         query: @escaping @Sendable (String, String) -> ScriptedServer.QueryScript? = { _, _ in nil }
     ) -> ScriptedServer {
         ScriptedServer(connect: connect) { dsn, sql in
             if let scripted = query(dsn, sql) { return scripted }
             if sql.hasSuffix("SELECT pg_catalog.pg_is_in_recovery()") {
-                return .reply([ok, QueryResultSummary(status: .tuples), QueryResultSummary(status: .tuples, firstValue: inRecovery)])
+                return .reply([
+                    ok, QueryResultSummary(status: .tuples),
+                    QueryResultSummary(status: .tuples, firstValue: inRecovery),
+                ])
             }
             return .reply([ok])
         }
@@ -114,7 +118,9 @@ import Testing
         let failure = try #require(results.all[0].failure)
         #expect(failure.reason == .timeout)
         #expect(failure.message.contains("running the query"))
-        try harness.await("cancel sent and connection closed") { server.snapshot.cancels == 1 && server.snapshot.open == 0 }
+        try harness.await("cancel sent and connection closed") {
+            server.snapshot.cancels == 1 && server.snapshot.open == 0
+        }
         #expect(results.all[0].trace.last?.text == "closed, cancel request sent for the query")
     }
 
@@ -164,7 +170,8 @@ extension MonitorProbeTests {
         try harness.await("all answered") { results.all.count == 6 }
         #expect(results.all.allSatisfy { $0.failure?.reason == .auth })
         #expect(server.snapshot.started == 1, "one login attempt, not six")
-        #expect(results.all[1].trace.first?.text.hasPrefix("not connecting: the last probe's credentials failed") == true)
+        #expect(
+            results.all[1].trace.first?.text.hasPrefix("not connecting: the last probe's credentials failed") == true)
         // Another target is not held back.
         Self.probe(harness, .discovered(Self.discovered("198.51.100.9")), into: results)
         try harness.await("the other answered") { results.all.count == 7 }

@@ -14,12 +14,14 @@ import Testing
 
     final class Harness: @unchecked Sendable {
         // @unchecked: the fields are set once in init; Monitor, MetricsStore and ScriptedServer are thread-safe.
-        let metrics = MetricsStore(buildInfo: BuildInfo(version: "t", revision: "t", libpqVersion: "-", microhttpdVersion: "-"))
+        let metrics = MetricsStore(
+            buildInfo: BuildInfo(version: "t", revision: "t", libpqVersion: "-", microhttpdVersion: "-"))
         let server: ScriptedServer
         let monitor: Monitor
 
         init(
-            _ targets: [TargetConfig], server: ScriptedServer, maxConcurrentConnects: Int = 64, maxConcurrentProbes: Int = 32,
+            _ targets: [TargetConfig], server: ScriptedServer, maxConcurrentConnects: Int = 64,
+            maxConcurrentProbes: Int = 32,
             lookUp: @escaping @Sendable (String) -> Result<String, Failure> = { _ in .success("192.0.2.1") },
             readPassword: @escaping @Sendable (PasswordSource) -> Result<String?, Failure> = { _ in .success(nil) }
         ) throws {
@@ -46,17 +48,22 @@ import Testing
 
         /// The value of an unlabelled gauge in the exposition.
         func gauge(_ name: String) -> Double? {
-            exposition().split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
+            exposition().split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap {
+                Double($0.split(separator: " ")[1])
+            }
         }
 
-        func exposition() -> String { String(decoding: metrics.render(wallClock: 0, now: .now(), process: nil), as: UTF8.self) }
+        func exposition() -> String {
+            String(decoding: metrics.render(wallClock: 0, now: .now(), process: nil), as: UTF8.self)
+        }
     }
 
     struct AwaitTimeout: Error { var what: String }
 
     static func target(
         _ name: String, host: String = "192.0.2.1", query: String = "SELECT 1", interval: Duration = .milliseconds(50),
-        timeout: Duration = .milliseconds(40), connectTimeout: Duration = .milliseconds(200), password: PasswordSource = .none
+        timeout: Duration = .milliseconds(40), connectTimeout: Duration = .milliseconds(200),
+        password: PasswordSource = .none
     ) -> TargetConfig {
         TargetConfig(
             name: name, dsn: "host=\(host) port=5432 user=u dbname=\(name)",
@@ -74,14 +81,17 @@ import Testing
                 && harness.exposition().contains("pgconn_exporter_connects_waiting 7\n")
         }
         // Connect timeouts free turns: every target gets to try, never more than three at once.
-        try harness.await("every target tried") { (0..<10).allSatisfy { harness.series("t\($0)").totalConnectionFailures >= 1 } }
+        try harness.await("every target tried") {
+            (0..<10).allSatisfy { harness.series("t\($0)").totalConnectionFailures >= 1 }
+        }
         #expect(server.snapshot.mostConnecting == 3)
         #expect((0..<10).allSatisfy { harness.series("t\($0)").connectionFailures[.timeout] ?? 0 >= 1 })
     }
 
     @Test func aLostSessionIsResetOneConnectionAtATime() throws {
         let server = ScriptedServer(query: { _, sql in
-            sql == SessionQueries.facts ? .reply([QueryResultSummary(status: .tuples)]) : .lose("server closed the connection")
+            sql == SessionQueries.facts
+                ? .reply([QueryResultSummary(status: .tuples)]) : .lose("server closed the connection")
         })
         let harness = try Harness([Self.target("db")], server: server)
         try harness.await { harness.series("db").resets >= 5 }
@@ -113,12 +123,17 @@ import Testing
 
     @Test func aProbeLeavingATransactionOpenIsRolledBack() throws {
         let server = ScriptedServer(query: { _, sql in
-            sql == SessionQueries.rollback ? .reply([QueryResultSummary(status: .command)]) : .reply([Self.ok], transactionOpen: sql != SessionQueries.facts)
+            sql == SessionQueries.rollback
+                ? .reply([QueryResultSummary(status: .command)])
+                : .reply([Self.ok], transactionOpen: sql != SessionQueries.facts)
         })
         let harness = try Harness([Self.target("db", query: "BEGIN; SELECT 1")], server: server)
         try harness.await { harness.series("db").probes >= 3 }
         let queries = server.snapshot.queries
-        #expect(Array(queries.prefix(5)) == [SessionQueries.facts, "BEGIN; SELECT 1", "ROLLBACK", "BEGIN; SELECT 1", "ROLLBACK"])
+        #expect(
+            Array(queries.prefix(5)) == [
+                SessionQueries.facts, "BEGIN; SELECT 1", "ROLLBACK", "BEGIN; SELECT 1", "ROLLBACK",
+            ])
         #expect(server.snapshot.started == 1)
     }
 
@@ -151,7 +166,8 @@ import Testing
 
     @Test func aReloadKeepsUnchangedSessionsClosesRemovedOnesAndStartsNewOnes() throws {
         let server = ScriptedServer()
-        let harness = try Harness([Self.target("keep"), Self.target("tune"), Self.target("drop"), Self.target("move")], server: server)
+        let harness = try Harness(
+            [Self.target("keep"), Self.target("tune"), Self.target("drop"), Self.target("move")], server: server)
         try harness.await { ["keep", "tune", "drop", "move"].allSatisfy { harness.series($0).probes >= 1 } }
         #expect(server.snapshot.started == 4)
         var tuned = Self.target("tune")
@@ -160,8 +176,11 @@ import Testing
         moved.dsn += " connect_timeout=9"
         let summary = try #require(
             harness.monitor.reload(ValidatedConfig(targets: [Self.target("keep"), tuned, moved, Self.target("new")])))
-        #expect(summary == ReloadSummary(
-            added: ["new"], removed: ["drop"], reconfigured: ["tune"], reconnected: ["move"], unchanged: ["keep"]))
+        #expect(
+            summary
+                == ReloadSummary(
+                    added: ["new"], removed: ["drop"], reconfigured: ["tune"], reconnected: ["move"],
+                    unchanged: ["keep"]))
         try harness.await("the new target probes") { harness.series("new").probes >= 1 }
         #expect(server.snapshot.started == 6, "one new connection for new, one for move; keep and tune kept theirs")
         try harness.await("tune runs its new query") { server.snapshot.queries.contains("SELECT 2") }
@@ -192,7 +211,8 @@ import Testing
             [Self.target("db", password: .file("/scripted"))],
             server: ScriptedServer(connect: { _ in
                 password.withLock { $0 } == "right"
-                    ? .ready : .fail(Failure(reason: .auth, sqlstate: "28P01", message: "password authentication failed"))
+                    ? .ready
+                    : .fail(Failure(reason: .auth, sqlstate: "28P01", message: "password authentication failed"))
             }),
             readPassword: { _ in .success(password.withLock { $0 }) })
         try harness.await { harness.series("db").connectionFailures[.auth, default: 0] == 1 }

@@ -183,7 +183,9 @@ public final class MetricsStore: Sendable {
 
     // MARK: - Families
 
-    private static func renderTargets(_ targets: [TargetSeries], now: MonotonicInstant, into out: inout ExpositionWriter) {
+    private static func renderTargets(
+        _ targets: [TargetSeries], now: MonotonicInstant, into out: inout ExpositionWriter
+    ) {
         // Each target's `target="..."` is rendered and escaped once, not once per sample.
         let labelSets = targets.map { LabelSet([("target", $0.name)]) }
         func each(_ body: (TargetSeries, LabelSet) -> Void) {
@@ -217,7 +219,10 @@ public final class MetricsStore: Sendable {
         gauge("pgconn_up", "1 if the session's last probe succeeded and is not stale, else 0.") {
             bool($0.isUp(now: now))
         }
-        gauge("pgconn_login_up", "1 if the last login check (a fresh connection) succeeded, else 0; absent before the first.") {
+        gauge(
+            "pgconn_login_up",
+            "1 if the last login check (a fresh connection) succeeded, else 0; absent before the first."
+        ) {
             $0.loginEnabled && $0.loginChecked ? bool($0.loginUp) : nil
         }
         out.family("pgconn_state", .gauge, help: "1 for the session's current state, 0 for the others.")
@@ -251,7 +256,8 @@ public final class MetricsStore: Sendable {
         gauge("pgconn_last_success_timestamp_seconds", "Unix time of the last successful probe, 0 before the first.") {
             $0.lastSuccess
         }
-        gauge("pgconn_session_start_timestamp_seconds", "Unix time the current session was established, 0 without one.") {
+        gauge("pgconn_session_start_timestamp_seconds", "Unix time the current session was established, 0 without one.")
+        {
             $0.sessionStart
         }
         counter("pgconn_outages_total", "Outages: from the first failure to the next successful probe.") { $0.outages }

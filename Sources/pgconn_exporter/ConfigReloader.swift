@@ -15,6 +15,8 @@ final class ConfigReloader: Sendable {
     }
 
     private let file: String
+    /// This replica's share of the targets (`--config.shard`); `nil`: all of them.
+    private let shard: ConfigShard?
     private let monitor: Monitor
     private let metrics: MetricsStore
     private let logger: Logger
@@ -24,8 +26,12 @@ final class ConfigReloader: Sendable {
     /// The file's content (hashed, in-process) when it was last loaded or tried, for ``watch(every:)``.
     private let lastSeen = Mutex<Int?>(nil)
 
-    init(file: String, initial: ValidatedConfig, monitor: Monitor, metrics: MetricsStore, logger: Logger) {
+    init(
+        file: String, initial: ValidatedConfig, shard: ConfigShard?, monitor: Monitor, metrics: MetricsStore,
+        logger: Logger
+    ) {
         self.file = file
+        self.shard = shard
         self.current = Mutex(initial)
         self.monitor = monitor
         self.metrics = metrics
@@ -63,7 +69,8 @@ final class ConfigReloader: Sendable {
             switch ConfigLoader.load(read: read, path: file, parseDSN: DSNParser.parse) {
             case .failure(let error):
                 outcome = .failed(error.messages.map { "\(file): \($0)" })
-            case .success(let config):
+            case .success(let loaded):
+                let config = shard.map { loaded.sharded($0) } ?? loaded
                 if let summary = monitor.reload(config) {
                     current.withLock { $0 = config }
                     outcome = .reloaded(summary)

@@ -39,6 +39,11 @@ struct PGConnExporter: ParsableCommand {
     var autoReloadInterval = "0s"
 
     @Option(
+        name: .customLong("config.shard"),
+        help: "Watch only this replica's share of the targets: <index>/<count>, 0-based (e.g. 1/3); empty: all.")
+    var configShard = ""
+
+    @Option(
         name: .customLong("probe.timeout-offset"),
         help: "Taken off X-Prometheus-Scrape-Timeout-Seconds for a /probe's budget, so it answers in time (e.g. 500ms)."
     )
@@ -79,6 +84,10 @@ struct PGConnExporter: ParsableCommand {
             throw ValidationError(
                 "--probe.timeout-offset: must be a duration such as 500ms or 0s (got \"\(probeTimeoutOffset)\")")
         }
+        guard configShard.isEmpty || ConfigShard(parsing: configShard) != nil else {
+            throw ValidationError(
+                "--config.shard: must be <index>/<count> with 0 <= index < count, such as 0/2 (got \"\(configShard)\")")
+        }
         guard (1...10_000).contains(probeMaxConcurrent) else {
             throw ValidationError("--probe.max-concurrent: must be between 1 and 10000 (got \(probeMaxConcurrent))")
         }
@@ -103,10 +112,13 @@ struct PGConnExporter: ParsableCommand {
         }
         let logger = Logger(label: "pgconn_exporter")
 
+        let shard = ConfigShard(parsing: configShard)
         let config: ValidatedConfig
+        var configured = 0
         switch ConfigLoader.load(file: configFile, parseDSN: DSNParser.parse) {
         case .success(let loaded):
-            config = loaded
+            config = shard.map { loaded.sharded($0) } ?? loaded
+            configured = loaded.targets.count
         case .failure(let error):
             for message in error.messages { Self.printError("\(configFile): \(message)") }
             throw ExitCode.failure
@@ -114,6 +126,7 @@ struct PGConnExporter: ParsableCommand {
         if configCheck {
             var line =
                 "\(configFile): valid, \(config.targets.count) target(s): \(config.targets.map(\.name).joined(separator: ", "))"
+            if let shard { line += " (shard \(shard): \(config.targets.count) of \(configured))" }
             if !config.modules.isEmpty {
                 line += "; \(config.modules.count) module(s): \(config.modules.map(\.name).joined(separator: ", "))"
             }
@@ -133,7 +146,7 @@ struct PGConnExporter: ParsableCommand {
             throw ExitCode.failure
         }
         let reloader = ConfigReloader(
-            file: configFile, initial: config, monitor: monitor, metrics: metrics, logger: logger)
+            file: configFile, initial: config, shard: shard, monitor: monitor, metrics: metrics, logger: logger)
         let router = ExporterRouter(
             telemetryPath: telemetryPath,
             renderMetrics: {
@@ -177,6 +190,7 @@ struct PGConnExporter: ParsableCommand {
                 "version": "\(Self.version)", "listen_address": "\(listenAddress)",
                 "telemetry_path": "\(telemetryPath)", "targets": "\(config.targets.count)",
                 "config_file": "\(configFile)",
+                "shard": "\(shard.map { "\($0) (\(configured) targets in the file)" } ?? "all")",
             ])
         if let limits = server.limits {
             logger.info(

@@ -222,5 +222,5 @@ import Testing
 /// The alerts the end-to-end test drives, by their names in config/prometheus/alerts.yml.
 enum AlertNames {
     static let targetDown = "PgconnTargetDown"
-    static let loginsFailing = "PgconnLoginsFailing"
+    static let loginsFailing = "PgconnLoginFailing"
 }

@@ -109,6 +109,11 @@ import Testing
 
         try eventually(timeout: .seconds(30)) { value("sum(pgconn_up)") == 2 }
         let steady = clock.now - began
+        // `make dashboard-images` holds each phase longer, so the pictures show more than a blip (not a wait for
+        // a condition: every assertion below awaits its own).
+        let pause = Double(ProcessInfo.processInfo.environment["PGCONN_DASHBOARD_PAUSE"] ?? "") ?? 0
+        func hold() { if pause > 0 { Thread.sleep(forTimeInterval: pause) } }
+        hold()
 
         // 1. A terminated backend: counted as a disconnect, the session back at once.
         _ = try server.psql(
@@ -116,23 +121,28 @@ import Testing
         try eventually(timeout: .seconds(15)) {
             value(#"sum(pgconn_disconnects_total{reason="admin_shutdown"})"#) ?? 0 >= 2
         }
+        hold()
 
         // 2. An immediate stop, long enough for the down alert to fire, then a start: the alert resolves.
         try server.stopImmediate()
         let stopped = clock.now - began
         try eventually(timeout: .seconds(30)) { firing(AlertNames.targetDown) }
+        hold()
         try server.start()
         try eventually(timeout: .seconds(30)) { try !active(AlertNames.targetDown) && value("sum(pgconn_up)") == 2 }
         let restarted = clock.now - began
+        hold()
 
         // 3. A revoked password: the session stays up, fresh logins fail; the password file follows the new
         // password, which the exporter notices, and the alert resolves.
         _ = try server.psql("ALTER ROLE app_user PASSWORD 'second-password'")
         try eventually(timeout: .seconds(30)) { firing(AlertNames.loginsFailing) }
         #expect(value(#"pgconn_up{target="app"}"#) == 1, "the session survives a password change")
+        hold()
         try Data("second-password\n".utf8).write(to: URL(fileURLWithPath: passwordFile))
         try eventually(timeout: .seconds(30)) { try !active(AlertNames.loginsFailing) }
         let faultsDone = clock.now - began
+        hold()
 
         // Every dashboard query returns data now (after 5 minutes of range at most: `$__range` is 5m).
         let queries = try PrometheusRulesTests.dashboardQueries()
@@ -141,6 +151,9 @@ import Testing
             empty.append("\(query.dashboard) / \(query.panel): \(query.expr)")
         }
         #expect(empty.isEmpty, "queries without data:\n\(empty.joined(separator: "\n"))")
+        if let output = ProcessInfo.processInfo.environment["PGCONN_DASHBOARD_DATA"], !output.isEmpty {
+            try Self.dumpRanges(of: queries.map(\.expr), from: prometheus, seconds: (clock.now - began).components.seconds + 5, to: output)
+        }
 
         // Every metric name the dashboards and rules use is on the real /metrics page (or a recording rule, or
         // one of Prometheus' own series).
@@ -171,6 +184,26 @@ import Testing
         print(
             "end-to-end: steady after \(steady), stopped at \(stopped), back at \(restarted), faults done at "
                 + "\(faultsDone), \(queries.count) dashboard queries checked, total \(clock.now - began)")
+    }
+
+    /// `make dashboard-images`: every query's range over the run (1 s steps) as JSON, for
+    /// dashboards/render_images.py: `{"start": <unix s>, "end": <unix s>, "step": 1, "series": {<expr>: [{"metric":
+    /// {...}, "values": [[<unix s>, "<value>"], ...]}, ...]}}`.
+    static func dumpRanges(of expressions: [String], from prometheus: TestPrometheus, seconds: Int64, to path: String) throws {
+        let end = Date().timeIntervalSince1970.rounded(.down)
+        let start = end - Double(seconds)
+        var series: [String: Any] = [:]
+        for expression in Set(expressions) {
+            let data = try prometheus.api(
+                "query_range",
+                [("query", expression), ("start", String(start)), ("end", String(end)), ("step", "1")]) as? [String: Any]
+            series[expression] = data?["result"] ?? []
+        }
+        let document: [String: Any] = ["start": start, "end": end, "step": 1, "series": series]
+        let json = try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try json.write(to: URL(fileURLWithPath: path).appendingPathComponent("ranges.json"))
+        print("dashboard data: \(series.count) queries over \(seconds) s written to \(path)/ranges.json")
     }
 
     /// Metric names in PromQL expressions: `pgconn_*`, `process_*`, and recording rules' names (`a:b:c`), with a

@@ -96,12 +96,14 @@ import Testing
         }
         #expect(!queries.isEmpty)
         for query in queries {
-            let result = series(query.expr)
-            #expect(!result.isEmpty, "\(query.dashboard) / \(query.panel): \(query.expr)")
-            let targets = Set(result.compactMap { $0.labels["target"] })
-            if !targets.isEmpty {
-                #expect(targets == Set(chosen), "\(query.dashboard) / \(query.panel): \(targets.sorted())")
-            }
+            // A rate needs two samples of each series: the replica scraped last may still lack its second.
+            let complete = (try? eventually(timeout: .seconds(15)) {
+                let result = series(query.expr)
+                let targets = Set(result.compactMap { $0.labels["target"] })
+                return !result.isEmpty && (targets.isEmpty || targets == Set(chosen))
+            }) != nil
+            let targets = Set(series(query.expr).compactMap { $0.labels["target"] }).sorted()
+            #expect(complete, "\(query.dashboard) / \(query.panel): \(query.expr) shows \(targets)")
         }
         try eventually(timeout: .seconds(20)) {
             Set(series("target:pgconn_up:avg_over_time5m").compactMap { $0.labels["target"] }) == Set(chosen)

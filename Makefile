@@ -23,11 +23,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config bench bench-memory screenshot clean
+.PHONY: help deps deps-test install-packages build run test check-config bench bench-memory screenshot dashboard-images clean
 
 help: ## List the targets.
 	@echo "usage: make <target>"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-13s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-17s %s\n", $$1, $$2 }'
 
 deps: ## Install the missing system packages (apt-get update only when something is missing).
 	@$(MAKE) --no-print-directory install-packages PACKAGES='$(APT_PACKAGES)'
@@ -76,6 +76,19 @@ check-config: build ## Validate CONFIG (default config/pgconn_exporter.yml, plac
 
 bench: deps build ## Compare with postgres_exporter (BENCH_TARGETS=10, BENCH_SECONDS=30); writes docs/benchmarks.md.
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/bench.sh
+
+IMAGES_VENV := .build/venv-images
+DASHBOARD_DATA := .build/dashboard-data
+
+dashboard-images: deps ## Render the dashboards' rows into docs/img from an end-to-end run (matplotlib in a venv).
+	@$(IMAGES_VENV)/bin/python -c 'import matplotlib' 2>/dev/null || { \
+		rm -rf $(IMAGES_VENV) && python3 -m venv $(IMAGES_VENV) && \
+		$(IMAGES_VENV)/bin/pip install --quiet 'matplotlib==3.*'; }
+	rm -rf $(DASHBOARD_DATA)
+	bin="$$($(SWIFT) build --show-bin-path $(SWIFT_FLAGS))"; \
+	PGCONN_EXPORTER_BIN="$$bin/pgconn_exporter" PGCONN_DASHBOARD_DATA=$(DASHBOARD_DATA) PGCONN_DASHBOARD_PAUSE=15 \
+		$(SWIFT) test $(SWIFT_FLAGS) --filter PrometheusEndToEndTests
+	$(IMAGES_VENV)/bin/python dashboards/render_images.py --data $(DASHBOARD_DATA) --out docs/img
 
 bench-memory: deps-test ## Resident memory of full event rings at 1,000 targets (figures for docs/benchmarks.md).
 	PGCONN_BENCH=1 $(SWIFT) test $(SWIFT_FLAGS) --filter EventRingMemoryBenchmark 2>&1 | grep -E 'event rings|passed|failed'

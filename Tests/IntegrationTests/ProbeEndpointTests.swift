@@ -206,4 +206,33 @@ import Testing
         // The four requests shared one connection to the silent host (plus its own session's).
         #expect(silent.acceptedCount == 2, "accepted \(silent.acceptedCount)")
     }
+
+    @Test func aTargetBehindPgBouncerIsProbedWithWhatItsSessionLearnt() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let bouncer = try TestPgBouncer.start(in: server)
+        defer { bouncer.cleanup() }
+        let directory = try TemporaryDirectory()
+        let config = try directory.write(
+            "config.yml",
+            """
+            defaults: {probe_interval: 500ms, login_interval: 0s}
+            targets:
+              - name: pooled
+                dsn: "\(bouncer.dsn())"
+            """)
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        defer { exporter.kill() }
+        // PgBouncer refuses the `options` startup parameter: the session connects again without it, once.
+        try eventually(timeout: .seconds(20)) { try httpGet(port: port, path: "/health/pooled").status == 200 }
+        for _ in 0..<3 {
+            let answer = try httpGet(port: port, path: "/probe?target=pooled&debug=true")
+            #expect(answer.body.contains("\nprobe_success 1\n"), "\(answer.body)")
+            // The probe starts without the options the session found refused: one connect, not two.
+            #expect(!answer.body.contains("refuses startup options"), "\(answer.body)")
+            #expect(answer.body.components(separatedBy: "connecting to ").count == 2, "\(answer.body)")
+        }
+    }
 }

@@ -22,6 +22,8 @@ public struct ExporterRouter: Sendable {
     public let telemetryPath: String
     public let version: String
     private let renderMetrics: @Sendable () -> [UInt8]
+    /// Reuses a rendered page while the store is unchanged (``ExpositionCache``); `nil` renders every scrape.
+    private let exposition: ExpositionCache?
     private let isReady: @Sendable () -> Bool
     private let health: @Sendable () -> HealthSnapshot
     private let events: @Sendable (_ target: String?, _ since: Double?) -> [(target: String, event: TargetEvent)]?
@@ -31,6 +33,8 @@ public struct ExporterRouter: Sendable {
     /// - Parameters:
     ///   - telemetryPath: where metrics are served; must start with "/".
     ///   - renderMetrics: the metrics in Prometheus text format 0.0.4.
+    ///   - metricsGeneration: the store's ``MetricsStore/generation``, so a page is rendered again only when it
+    ///     changed or is older than 250 ms; `nil`: every scrape renders.
     ///   - isReady: true once the config is loaded and every target has been probed once.
     ///   - health: every target's health and the policy, for `/health` (from the store's snapshot).
     ///   - events: the event history of one target (`nil`: unknown name) or all, from a Unix time on.
@@ -41,6 +45,7 @@ public struct ExporterRouter: Sendable {
     public init(
         telemetryPath: String = "/metrics",
         renderMetrics: @escaping @Sendable () -> [UInt8],
+        metricsGeneration: (@Sendable () -> UInt64)? = nil,
         isReady: @escaping @Sendable () -> Bool,
         health: @escaping @Sendable () -> HealthSnapshot,
         events: @escaping @Sendable (String?, Double?) -> [(target: String, event: TargetEvent)]? = { _, _ in [] },
@@ -51,6 +56,7 @@ public struct ExporterRouter: Sendable {
         precondition(telemetryPath.hasPrefix("/"), "telemetry path \"\(telemetryPath)\" must start with \"/\"")
         self.telemetryPath = telemetryPath
         self.renderMetrics = renderMetrics
+        self.exposition = metricsGeneration.map { ExpositionCache(generation: $0, render: renderMetrics) }
         self.isReady = isReady
         self.health = health
         self.events = events
@@ -104,11 +110,16 @@ public struct ExporterRouter: Sendable {
         switch route {
         case .telemetry:
             var headers = [("Content-Type", Self.metricsContentType), ("Vary", "Accept-Encoding")]
-            var body = renderMetrics()
-            if Gzip.isAccepted(by: request.header("accept-encoding")), let compressed = Gzip.compress(body) {
-                body = compressed
-                headers.append(("Content-Encoding", "gzip"))
+            let gzip = Gzip.isAccepted(by: request.header("accept-encoding"))
+            var body: [UInt8]
+            var gzipped = false
+            if let exposition {
+                (body, gzipped) = exposition.body(gzip: gzip)
+            } else {
+                body = renderMetrics()
+                if gzip, let compressed = Gzip.compress(body) { (body, gzipped) = (compressed, true) }
             }
+            if gzipped { headers.append(("Content-Encoding", "gzip")) }
             return HTTPResponse(status: 200, headers: headers, body: body)
         case .healthy:
             return .text("Healthy\n")

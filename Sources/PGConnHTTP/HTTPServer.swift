@@ -494,7 +494,7 @@ private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> pg
 }
 
 /// CLOCK_MONOTONIC, for the request deadlines.
-private func monotonicNow() -> MonotonicInstant {
+func monotonicNow() -> MonotonicInstant {
     var spec = timespec()
     clock_gettime(CLOCK_MONOTONIC, &spec)
     return MonotonicInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))

@@ -155,6 +155,7 @@ struct PGConnExporter: ParsableCommand {
                     process: ProcessStats.readCurrent(),
                     loopOverdue: monitor.overdue)
             },
+            metricsGeneration: { metrics.generation },
             isReady: { monitor.isReady },
             health: {
                 let policy = reloader.config.health

@@ -50,7 +50,16 @@ public final class MetricsStore: Sendable {
     /// On-demand probes: written by HTTP threads and the I/O loop, so atomics rather than `state`.
     private let probesRejected = Atomic<UInt64>(0)
     private let probesInFlight = Atomic<Int>(0)
+    /// Bumped after every change that shows in the exposition (``generation``).
+    private let changes = Atomic<UInt64>(0)
     public let buildInfo: BuildInfo
+
+    /// Changes whenever something the exposition shows was recorded, so a rendered page can be reused while it
+    /// stays the same (values computed at render time, such as staleness and process stats, still age).
+    /// Read it before rendering: a change during the render then makes the next request render again.
+    public var generation: UInt64 { changes.load(ordering: .acquiring) }
+
+    private func changed() { changes.wrappingAdd(1, ordering: .releasing) }
 
     public init(buildInfo: BuildInfo) {
         self.buildInfo = buildInfo
@@ -60,6 +69,7 @@ public final class MetricsStore: Sendable {
     /// counters (and takes its new settings and labels), new ones start at 0, removed ones disappear. The
     /// monitor gives a target the same id for as long as it keeps its name.
     public func setTargets(_ targets: [(id: Int, config: TargetConfig)]) {
+        defer { changed() }
         state.withLock { state in
             var kept: [Int: TargetSeries] = [:]
             for (id, config) in targets {
@@ -79,7 +89,8 @@ public final class MetricsStore: Sendable {
     /// Changes one target's series under the lock. Unknown ids are ignored (a target removed by a reload).
     @discardableResult
     public func update<Result>(_ id: Int, _ body: (inout TargetSeries) -> Result) -> Result? {
-        state.withLock { state in
+        defer { changed() }
+        return state.withLock { state in
             guard var series = state.targets.removeValue(forKey: id) else { return nil }
             let result = body(&series)
             state.targets[id] = series
@@ -116,10 +127,12 @@ public final class MetricsStore: Sendable {
 
     public func recordLoopLag(seconds: Double) {
         state.withLock { $0.exporter.loopLag.observe(seconds) }
+        changed()
     }
 
     /// The connect queue (``ConnectAdmission``): connections being established, and connects waiting their turn.
     public func recordConnects(inProgress: Int, waiting: Int) {
+        defer { changed() }
         state.withLock { state in
             state.exporter.connectsInProgress = inProgress
             state.exporter.connectsWaiting = waiting
@@ -129,16 +142,19 @@ public final class MetricsStore: Sendable {
     /// Host-name lookups submitted to the resolver threads and not answered yet (at most one per target).
     public func recordLookupsPending(_ count: Int) {
         state.withLock { $0.exporter.lookupsPending = count }
+        changed()
     }
 
     /// Log lines that were not written: the log queue was full (stderr slower than the logging) or the write failed.
     /// A `/probe` request turned away (429) because the on-demand probe limit was reached.
     public func recordProbeRejected() {
         probesRejected.add(1, ordering: .relaxed)
+        changed()
     }
 
     /// An on-demand probe was asked for (`started`) or answered; the difference is the in-progress gauge.
     public func recordProbe(started: Bool) {
+        defer { changed() }
         if started {
             probesInFlight.wrappingAdd(1, ordering: .relaxed)
         } else {
@@ -148,9 +164,11 @@ public final class MetricsStore: Sendable {
 
     public func recordLogLinesDropped(_ count: Int) {
         logLinesDropped.add(UInt64(count), ordering: .relaxed)
+        changed()
     }
 
     public func recordReload(successful: Bool, wallClock: Double) {
+        defer { changed() }
         state.withLock { state in
             state.exporter.reloadSuccessful = successful
             if successful { state.exporter.reloadTimestamp = wallClock }

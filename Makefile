@@ -75,6 +75,7 @@ check-config: build ## Validate CONFIG (default config/pgconn_exporter.yml, plac
 	"$$bin" --config.check --config.file="$$tmp/config.yml" && echo "check-config: $(CONFIG) is valid"
 
 bench: deps build ## Compare with postgres_exporter (BENCH_TARGETS=10, BENCH_SECONDS=30); writes docs/benchmarks.md.
+	@$(MAKE) --no-print-directory install-packages PACKAGES='wrk'
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/bench.sh
 
 IMAGES_VENV := .build/venv-images

@@ -15,6 +15,7 @@
 #   BENCH_TARGETS    targets for pgconn_exporter (default 10)
 #   BENCH_SECONDS    steady-state window before measuring (default 30)
 #   BENCH_SCRAPES    sequential GETs of /metrics for the latency percentiles (default 200)
+#   BENCH_WRK_SECONDS  how long wrk (-t2 -c10) hammers each exporter's /metrics for throughput (default 5)
 #   BENCH_DOC        the results file (default docs/benchmarks.md; empty: do not write it)
 #   PGCONN_BIN       the exporter binary (default .build/release/pgconn_exporter)
 #   POSTGRES_EXPORTER_BIN  (default /usr/bin/prometheus-postgres-exporter)
@@ -350,6 +351,17 @@ if __name__ == "__main__":
 PY
 measure() { python3 "$MEASURE" "$@"; }
 
+# wrk_run URL: /metrics throughput with 10 connections on 2 threads, as "<requests/s> <p99 ms>".
+WRK_SECONDS=${BENCH_WRK_SECONDS:-5}
+wrk_run() {
+    command -v wrk >/dev/null || { echo "- -"; return; }
+    wrk -t2 -c10 -d"${WRK_SECONDS}s" --latency "$1" | awk '
+        /Requests\/sec:/ { rps = $2 }
+        $1 == "99%" { v = $2; unit = v; gsub(/[0-9.]/, "", unit); sub(/[a-z]+$/, "", v)
+                      p99 = (unit == "us" ? v / 1000 : (unit == "s" ? v * 1000 : v)) }
+        END { printf "%.0f %.2f\n", rps, p99 }'
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # 1. PostgreSQL
 
@@ -422,6 +434,9 @@ say "$PGCONN_UP of $TARGETS targets up, $SESSIONS sessions; $PGCONN_SERIES serie
 
 read -r PGCONN_P50 PGCONN_P99 PGCONN_MAX PGCONN_BYTES < <(measure scrape "$PGCONN_URL/metrics" "$SCRAPES")
 require_alive "the scrape latency run"
+say "wrk on pgconn_exporter's /metrics for ${WRK_SECONDS}s"
+read -r PGCONN_RPS PGCONN_WRK_P99 < <(wrk_run "$PGCONN_URL/metrics")
+require_alive "the wrk run"
 read -r PGCONN_RSS_AFTER_SCRAPES _ < <(measure proc "$PGCONN_PID")
 
 # Terminated backends: the clock starts when the terminating statement has returned.
@@ -475,6 +490,8 @@ done
 read -r PGE_SERIES _ < <(measure series "$PGE_URL/metrics" target)
 say "postgres_exporter: $PGE_SERIES series; scraping $SCRAPES times"
 read -r PGE_P50 PGE_P99 PGE_MAX PGE_BYTES < <(measure scrape "$PGE_URL/metrics" "$SCRAPES")
+say "wrk on postgres_exporter's /metrics for ${WRK_SECONDS}s"
+read -r PGE_RPS PGE_WRK_P99 < <(wrk_run "$PGE_URL/metrics")
 read -r PGE_RSS PGE_CPU < <(measure proc "$PGE_PID")
 
 # New logins refused, old connections alive: only a fresh login can tell. First every login check must have
@@ -533,6 +550,9 @@ TABLE=$(
     row "/metrics size" "$PGCONN_BYTES bytes" "$PGE_BYTES bytes"
     row "/metrics latency p50 / p99 / max" "$PGCONN_P50 / $PGCONN_P99 / $PGCONN_MAX ms" \
         "$PGE_P50 / $PGE_P99 / $PGE_MAX ms"
+    ratio=$(awk -v a="$PGCONN_RPS" -v b="$PGE_RPS" 'BEGIN { if (b > 0) printf " (%.0fx)", a / b }')
+    row "/metrics throughput, wrk -t2 -c10 ${WRK_SECONDS}s" "$PGCONN_RPS req/s$ratio, p99 $PGCONN_WRK_P99 ms" \
+        "$PGE_RPS req/s, p99 $PGE_WRK_P99 ms"
     row "pg_terminate_backend seen on all sessions" "$(ms "$TERMINATE_S") (psql: $(ms "$TERMINATE_PSQL_S"))" "-"
     row "SIGQUIT to every pgconn_up 0" "$(ms "$DOWN_S")" "-"
     row "restart: accepting again to all up" "$(ms "$RECOVER_S")" "-"

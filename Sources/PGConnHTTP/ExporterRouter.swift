@@ -33,8 +33,8 @@ public struct ExporterRouter: Sendable {
     /// - Parameters:
     ///   - telemetryPath: where metrics are served; must start with "/".
     ///   - renderMetrics: the metrics in Prometheus text format 0.0.4.
-    ///   - metricsGeneration: the store's ``MetricsStore/generation``, so a page is reused for 100 ms, and up to
-    ///     250 ms while the store is unchanged (``ExpositionCache``); `nil`: every scrape renders.
+    ///   - metricsGeneration: the store's ``MetricsStore/generation``, so a page is rendered again only when it
+    ///     changed or is older than 250 ms; `nil`: every scrape renders.
     ///   - isReady: true once the config is loaded and every target has been probed once.
     ///   - health: every target's health and the policy, for `/health` (from the store's snapshot).
     ///   - events: the event history of one target (`nil`: unknown name) or all, from a Unix time on.

@@ -2,10 +2,8 @@ import PGConnCore
 import Synchronization
 
 /// `/metrics` from ready bytes: a rendered page (and its gzip) is served again while the store has not changed
-/// and the page is younger than ``maxAge``, and in any case while it is younger than ``minInterval``, so scrapes
-/// in a burst (several Prometheus servers, a benchmark) cost a copy, not a render and a compression each, even
-/// with thousands of targets whose probes change the store every millisecond. A page shows the store as it was
-/// at most ``minInterval`` ago.
+/// and the page is younger than ``maxAge``, so scrapes in a burst (several Prometheus servers, a benchmark)
+/// cost a copy, not a render and a compression each.
 ///
 /// The age bound is for what is computed at render time rather than recorded: staleness (`pgconn_up` turns 0 when
 /// the last success is too old, without any new event), the loop's overdue gauge and the process stats; they are
@@ -20,22 +18,18 @@ final class ExpositionCache: Sendable {
     }
 
     static let defaultMaxAge: Duration = .milliseconds(250)
-    static let defaultMinInterval: Duration = .milliseconds(100)
 
     let maxAge: Duration
-    let minInterval: Duration
     private let generation: @Sendable () -> UInt64
     private let render: @Sendable () -> [UInt8]
     private let now: @Sendable () -> MonotonicInstant
     private let page = Mutex<Page?>(nil)
 
     init(
-        maxAge: Duration = ExpositionCache.defaultMaxAge, minInterval: Duration = ExpositionCache.defaultMinInterval,
-        generation: @escaping @Sendable () -> UInt64,
+        maxAge: Duration = ExpositionCache.defaultMaxAge, generation: @escaping @Sendable () -> UInt64,
         now: @escaping @Sendable () -> MonotonicInstant = monotonicNow, render: @escaping @Sendable () -> [UInt8]
     ) {
         self.maxAge = maxAge
-        self.minInterval = min(minInterval, maxAge)
         self.generation = generation
         self.now = now
         self.render = render
@@ -47,9 +41,7 @@ final class ExpositionCache: Sendable {
             let current = generation()
             let time = now()
             var served: Page
-            if let cached = page,
-                time - cached.rendered < minInterval || (cached.generation == current && time - cached.rendered < maxAge)
-            {
+            if let cached = page, cached.generation == current, time - cached.rendered < maxAge {
                 served = cached
             } else {
                 served = Page(generation: current, rendered: time, plain: render(), gzipped: nil)

@@ -61,7 +61,7 @@ test: deps-test ## Run every test, serially (integration tests start their own P
 	echo; echo "======== test summary ($(TEST_LOG)) ========"; \
 	grep -E 'recorded an issue|failed after|error: |Test run with' $(TEST_LOG) | tail -n 40 || true; \
 	total=$$(sed -nE 's/.*Test run with ([0-9]+) tests? .*/\1/p' $(TEST_LOG) | tail -n 1); \
-	failed=$$(grep -cE '^✘ Test .* failed after' $(TEST_LOG) || true); \
+	failed=$$(grep -E '^✘ Test .* failed after' $(TEST_LOG) | grep -v '^✘ Test run with' | sort -u | wc -l || true); \
 	if (( status == 0 )); then echo "make test: PASSED"; else echo "make test: FAILED (exit $$status)"; fi; \
 	echo "tests: $$(( $${total:-0} - $${failed:-0} )) passed, $${failed:-0} failed"; \
 	exit $$status

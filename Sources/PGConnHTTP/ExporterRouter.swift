@@ -169,10 +169,7 @@ public struct ExporterRouter: Sendable {
         switch plan.subject {
         case .configured(let name):
             subject = .configured(name)
-        case .discovered(let moduleName, let address):
-            guard let module = config.module(named: moduleName) else {
-                return .response(.text("Bad request: unknown module \"\(moduleName)\"\n", status: 400))
-            }
+        case .discovered(let module, let address):
             subject = .discovered(module.targetConfig(for: address))
         }
         return .deferred { respond in

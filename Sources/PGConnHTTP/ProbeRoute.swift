@@ -32,7 +32,8 @@ struct Refusal: Error {
 struct ProbePlan: Equatable {
     enum Subject: Equatable {
         case configured(String)
-        case discovered(module: String, address: ProbeAddress)
+        /// The module as the config in force had it when the request was checked.
+        case discovered(module: ProbeModule, address: ProbeAddress)
     }
 
     var subject: Subject
@@ -43,7 +44,7 @@ struct ProbePlan: Equatable {
     var description: String {
         switch subject {
         case .configured(let name): "target \(name)"
-        case .discovered(let module, let address): "\(address) with module \(module)"
+        case .discovered(let module, let address): "\(address) with module \(module.name)"
         }
     }
 
@@ -86,7 +87,7 @@ struct ProbePlan: Equatable {
                         "Forbidden: \(address) is not allowed by module \(module.name) (its allow and ports lists)\n",
                         status: 403))
             }
-            subject = .discovered(module: module.name, address: address)
+            subject = .discovered(module: module, address: address)
             cap = module.timeout
         } else {
             guard let configured = config.targets.first(where: { $0.name == target }) else {

@@ -40,7 +40,8 @@ struct ProbePlanTests {
         #expect(try Self.plan(query, header: "0.6").get().timeout == .milliseconds(300), "at least half the header")
         #expect(try Self.plan(query, header: " 3.5 ").get().timeout == .seconds(3))
         let plan = try Self.plan(query).get()
-        #expect(plan.subject == .discovered(module: "app", address: ProbeAddress(host: "db-1.example.com", port: 5432)))
+        #expect(plan.subject == .discovered(module: Self.config.modules[0], address: ProbeAddress(host: "db-1.example.com", port: 5432)))
+        #expect(Self.config.modules[0].name == "app")
         #expect(plan.timeout == .seconds(4))
         #expect(plan.description == "db-1.example.com:5432 with module app")
     }

@@ -155,15 +155,69 @@ extension MonitorLoop {
             for: target.config, purpose: purpose, dsnValues: target.dsnValues, password: slot.password,
             hostaddr: hostaddr, serverTimeouts: target.sendsServerTimeouts)
         slot.password = nil
-        switch environment.connections.start(dsn: target.config.dsn, overrides: overrides) {
-        case .failure(let failure):
+        slot.stage = .connecting
+        let factory = environment.connections
+        let dsn = target.config.dsn
+        submitStep(slot, of: target, connection: nil) { factory.start(dsn: dsn, overrides: overrides) }
+    }
+
+    /// Hands the next connect step to a connect worker: the start when `start` is given, else one poll of the
+    /// slot's connection, whose socket leaves epoll until the worker answers (``ConnectStep``).
+    private func submitStep(
+        _ slot: ConnectionSlot, of target: TargetRuntime, connection: (any DatabaseConnection)?,
+        start: (@Sendable () -> Result<any DatabaseConnection, Failure>)? = nil
+    ) {
+        epoll.unwatch(slot.socket)
+        slot.socket = -1
+        slot.connection = nil  // the worker's until it answers
+        let step = ConnectStep(ticket: newTicket(), connection: connection)
+        slot.step = step
+        let (id, role) = (target.id, slot.role)
+        connects.submit(ticket: step.ticket) { [weak self] in
+            guard let status = step.run(starting: start) else { return }
+            if let self {
+                self.send(.connectStep(id: id, role: role, ticket: step.ticket, status))
+            } else {
+                step.abandon()?.close()
+            }
+        }
+    }
+
+    /// A connect step answered: wait for the socket as libpq asks, or carry on with the connection ready or
+    /// failed. Ignored when the slot gave the step up meanwhile (``close(_:of:)`` settled its connection).
+    func connectStepFinished(
+        id: Int, role: ConnectionRole, ticket: UInt64, _ status: ConnectPollStatus, now: MonotonicInstant
+    ) {
+        guard let target = runtime(id) else { return }
+        let slot = target.slot(role)
+        guard let step = slot.step, step.ticket == ticket else { return }
+        slot.step = nil
+        guard let connection = step.connection else {
+            // The start failed: libpq gave no connection.
             slot.stage = .idle
+            if case .failed(let failure) = status { connectFailed(slot, of: target, failure, now: now) }
+            return
+        }
+        slot.connection = connection
+        // libpq may switch sockets while connecting (the next host or address): register the current one.
+        slot.socket = connection.socket
+        let token = target.token(role)
+        switch status {
+        case .wantRead:
+            epoll.add(slot.socket, .read, token: token)
+        case .wantWrite:
+            epoll.add(slot.socket, .write, token: token)
+        case .ready:
+            slot.stage = .established
+            releaseAdmission(slot, of: target)
+            epoll.add(slot.socket, .read, token: token)
+            switch role {
+            case .session: drive(target, target.session.connected(now: now), now: now)
+            case .login: driveLogin(target, target.login.succeeded(now: now), now: now)
+            case .probe: if let run = probeRuns[id] { probeConnected(run, now: now) }
+            }
+        case .failed(let failure):
             connectFailed(slot, of: target, failure, now: now)
-        case .success(let connection):
-            slot.connection = connection
-            slot.stage = .connecting
-            slot.socket = connection.socket
-            epoll.add(connection.socket, .write, token: target.token(slot.role))
         }
     }
 
@@ -201,6 +255,15 @@ extension MonitorLoop {
         }
         slot.stage = .idle
         slot.password = nil
+        if let step = slot.step {
+            slot.step = nil
+            // Not started: the loop still owns the connection. Started: whoever comes second closes it.
+            if connects.withdraw(step.ticket) {
+                step.connection?.close()
+            } else {
+                step.abandon()?.close()
+            }
+        }
         if slot.query != nil, let connection = slot.connection, !connection.isBad {
             cancelQuery(on: connection, of: target)
         }
@@ -230,30 +293,10 @@ extension MonitorLoop {
         }
     }
 
-    /// Advances a connect in progress; returns true once the connection is ready.
-    func advanceConnect(_ slot: ConnectionSlot, of target: TargetRuntime, now: MonotonicInstant) -> Bool {
-        guard let connection = slot.connection else { return false }
-        let status = connection.poll()
-        let token = target.token(slot.role)
-        // libpq may switch sockets while connecting (the next host or address): move the registration along.
-        if connection.socket != slot.socket {
-            epoll.unwatch(slot.socket)
-            slot.socket = connection.socket
-            if slot.socket >= 0 { epoll.add(slot.socket, .write, token: token) }
-        }
-        switch status {
-        case .wantRead:
-            epoll.watch(slot.socket, .read, token: token)
-        case .wantWrite:
-            epoll.watch(slot.socket, .write, token: token)
-        case .ready:
-            slot.stage = .established
-            releaseAdmission(slot, of: target)
-            return true
-        case .failed(let failure):
-            connectFailed(slot, of: target, failure, now: now)
-        }
-        return false
+    /// The socket of a connect in progress is ready for what libpq asked: the next step goes to a worker.
+    func advanceConnect(_ slot: ConnectionSlot, of target: TargetRuntime) {
+        guard slot.step == nil, let connection = slot.connection else { return }
+        submitStep(slot, of: target, connection: connection)
     }
 
     // MARK: - Queries

@@ -18,9 +18,7 @@ extension MonitorLoop {
 
     func loginSocketReady(_ target: TargetRuntime, now: MonotonicInstant) {
         let slot = target.loginSlot
-        guard slot.connection != nil, slot.stage == .connecting else { return }
-        if advanceConnect(slot, of: target, now: now) {
-            driveLogin(target, target.login.succeeded(now: now), now: now)
-        }
+        guard slot.stage == .connecting else { return }
+        advanceConnect(slot, of: target)
     }
 }

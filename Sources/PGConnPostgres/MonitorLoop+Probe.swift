@@ -125,20 +125,26 @@ extension MonitorLoop {
         open(runtime.probeSlot, of: runtime, now: now)
     }
 
+    /// The probe's connection is ready: send the query.
+    func probeConnected(_ run: ProbeRun, now: MonotonicInstant) {
+        let slot = run.runtime.probeSlot
+        guard let connection = slot.connection else { return }
+        run.connected = now
+        traceProbe(
+            run, at: now, "connected, server_version \(connection.parameterStatus("server_version") ?? "unknown")")
+        run.querySent = now
+        traceProbe(run, at: now, "sending the query")
+        let sql = SessionQueries.onDemandProbe(for: run.runtime.config)
+        if let failure = sendQuery(.probe, sql, on: slot, of: run.runtime) {
+            finishProbe(run, failure: failure, now: now)
+        }
+    }
+
     func probeSocketReady(_ run: ProbeRun, _ event: Epoll.Event, now: MonotonicInstant) {
         let slot = run.runtime.probeSlot
         guard let connection = slot.connection else { return }
         if slot.stage == .connecting {
-            guard advanceConnect(slot, of: run.runtime, now: now) else { return }
-            run.connected = now
-            traceProbe(
-                run, at: now, "connected, server_version \(connection.parameterStatus("server_version") ?? "unknown")")
-            run.querySent = now
-            traceProbe(run, at: now, "sending the query")
-            let sql = SessionQueries.onDemandProbe(for: run.runtime.config)
-            if let failure = sendQuery(.probe, sql, on: slot, of: run.runtime) {
-                finishProbe(run, failure: failure, now: now)
-            }
+            advanceConnect(slot, of: run.runtime)
             return
         }
         if event.writable, slot.query != nil, let failure = flush(slot, of: run.runtime) {

@@ -34,10 +34,7 @@ extension MonitorLoop {
         let slot = target.sessionSlot
         guard let connection = slot.connection else { return }
         if slot.stage == .connecting {
-            if advanceConnect(slot, of: target, now: now) {
-                epoll.watch(slot.socket, .read, token: target.token(.session))
-                drive(target, target.session.connected(now: now), now: now)
-            }
+            advanceConnect(slot, of: target)
             return
         }
         if event.writable && slot.query != nil {

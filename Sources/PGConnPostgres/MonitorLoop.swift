@@ -21,6 +21,7 @@ final class MonitorLoop: @unchecked Sendable {
         case cancelSent(id: Int)
         case credentialsRead(id: Int, Result<String?, Failure>)
         case probe(ProbeOrder, ProbeCompletion)
+        case connectStep(id: Int, role: ConnectionRole, ticket: UInt64, ConnectPollStatus)
     }
 
     /// Targets in config order, and by their stable id (the id is in every epoll token, timer and lookup, so
@@ -45,6 +46,9 @@ final class MonitorLoop: @unchecked Sendable {
     let lookups = WorkerPool(name: "pgconn-dns", width: 4)
     let files = WorkerPool(name: "pgconn-files", width: 1)
     let cancels = WorkerPool(name: "pgconn-cancel", width: 2)
+    /// Connect steps (``ConnectStep``): CPU work (SCRAM, TLS), one thread per core so a login storm uses the
+    /// machine and the I/O thread stays free.
+    let connects = WorkerPool(name: "pgconn-connect", width: MonitorLoop.connectWorkers)
     /// On-demand probes resolve their names apart, so probes of names that hang DNS never delay the targets'.
     let probeLookups = WorkerPool(name: "pgconn-probe-dns", width: 2)
     var nextTicket: UInt64 = 0
@@ -91,8 +95,12 @@ final class MonitorLoop: @unchecked Sendable {
         lookups.shutdown()
         probeLookups.shutdown()
         files.shutdown()
+        connects.shutdown()
         cancels.shutdown(dropQueued: false)
     }
+
+    /// One connect worker per core, at least 2 and at most 8.
+    static var connectWorkers: Int { min(8, max(2, sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     /// A target's runtime, or an on-demand probe's, by id.
     func runtime(_ id: Int) -> TargetRuntime? {
@@ -169,6 +177,7 @@ final class MonitorLoop: @unchecked Sendable {
                 lookups.shutdown()
                 probeLookups.shutdown()
                 files.shutdown()
+                connects.shutdown()  // every slot is closed: no step left to run
                 cancels.shutdown(dropQueued: false)  // the cancels of queries the stop left running
                 running = false
             case .reload(let config, let completion):
@@ -184,6 +193,8 @@ final class MonitorLoop: @unchecked Sendable {
                 credentialsRead(target, result, now: now)
             case .probe(let order, let completion):
                 startProbe(order, completion, now: now)
+            case .connectStep(let id, let role, let ticket, let status):
+                connectStepFinished(id: id, role: role, ticket: ticket, status, now: now)
             }
         }
     }

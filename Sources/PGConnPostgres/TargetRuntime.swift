@@ -40,8 +40,8 @@ enum ConnectionRole: Hashable, CaseIterable {
 /// One connection of a target (its session, its current login check, or an on-demand probe's) and what it is doing.
 ///
 /// A connect goes through `waitingTurn` (``ConnectAdmission``), `readingPassword` and `resolving` (both on
-/// worker threads), `connecting` (libpq's `PQconnectPoll`), then `established`. Closing returns it to `idle`
-/// from any stage.
+/// worker threads), `connecting` (libpq's start and `PQconnectPoll` steps, each on a connect worker while the
+/// loop waits for the socket in between), then `established`. Closing returns it to `idle` from any stage.
 final class ConnectionSlot {
     enum Stage: Equatable {
         case idle
@@ -64,6 +64,9 @@ final class ConnectionSlot {
     var stage = Stage.idle
     var admission = Admission.none
     var connection: (any DatabaseConnection)?
+    /// The connect step running on a connect worker; while it runs the worker owns the connection and its socket
+    /// is out of epoll (``ConnectStep``).
+    var step: ConnectStep?
     /// The socket registered with epoll, -1 when none.
     var socket: Int32 = -1
     /// The password read for the connect in progress; dropped once libpq has it.

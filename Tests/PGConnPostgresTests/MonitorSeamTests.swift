@@ -192,7 +192,16 @@ import Testing
     /// Loop lag used to be recorded only when a timer fired, so nothing showed while the loop was stuck.
     /// `pgconn_exporter_loop_overdue_seconds` is read at scrape time and grows during the stall.
     @Test func aStalledLoopShowsInTheOverdueGaugeWhileItLasts() throws {
-        let server = ScriptedServer(connect: { dsn in dsn.contains("stalls") ? .stall(.milliseconds(1500)) : .ready })
+        let stalled = Mutex(false)
+        let server = ScriptedServer(query: { dsn, _ in
+            let stall =
+                dsn.contains("stalls")
+                && !stalled.withLock { stalled in
+                    defer { stalled = true }
+                    return stalled
+                }
+            return stall ? .stall(.milliseconds(1500)) : .reply([Self.ok])
+        })
         let harness = try Harness(
             [Self.target("healthy"), Self.target("stalls", connectTimeout: .seconds(5))], server: server)
         var most = 0.0
@@ -203,6 +212,53 @@ import Testing
         }
         try harness.await("back to 0 after it") { harness.monitor.overdue < .milliseconds(100) }
         #expect(most < 2, "bounded by the stall, got \(most)")
+    }
+
+    /// Connect steps (SCRAM's PBKDF2, TLS) run on connect workers: a step that takes long holds a worker, never
+    /// the loop. Here the step never returns until the test says so; the other target probes on meanwhile.
+    @Test func aConnectStepThatTakesLongDoesNotDelayOtherTargets() throws {
+        let gate = ScriptedServer.Gate()
+        defer { gate.open() }
+        let server = ScriptedServer(connect: { dsn in dsn.contains("slow") ? .blockUntil(gate) : .ready })
+        let harness = try Harness(
+            [Self.target("slow", connectTimeout: .seconds(30)), Self.target("healthy")], server: server)
+        try harness.await("healthy probes ten times while slow's connect step runs") {
+            harness.series("healthy").probes >= 10
+        }
+        #expect(harness.series("slow").probes == 0)
+        #expect(harness.monitor.overdue < .seconds(1))
+        gate.open()
+        try harness.await("slow connects once its step returns") { harness.series("slow").probes >= 1 }
+    }
+
+    /// A connect given up while its step runs (the deadline passed) is closed by the worker when the step
+    /// returns; steps still queued are withdrawn and never start, so blocked workers bound what is open.
+    @Test func aConnectGivenUpDuringItsStepIsClosedWhenTheStepReturns() throws {
+        let gate = ScriptedServer.Gate()
+        defer { gate.open() }
+        let server = ScriptedServer(connect: { _ in .blockUntil(gate) })
+        let harness = try Harness([Self.target("slow", connectTimeout: .milliseconds(100))], server: server)
+        try harness.await("three connect timeouts") {
+            harness.series("slow").connectionFailures[.timeout, default: 0] >= 3
+        }
+        #expect(server.snapshot.mostOpen <= MonitorLoop.connectWorkers, "no more started than workers blocked")
+        gate.open()
+        try harness.await("connected, the abandoned ones closed") {
+            harness.series("slow").probes >= 1 && server.snapshot.open == 1
+        }
+        #expect(Set(harness.series("slow").connectionFailures.filter { $0.value > 0 }.keys) == [.timeout])
+    }
+
+    @Test func aStopDuringAConnectStepClosesTheConnectionWhenTheStepReturns() throws {
+        let gate = ScriptedServer.Gate()
+        defer { gate.open() }
+        let server = ScriptedServer(connect: { _ in .blockUntil(gate) })
+        let harness = try Harness([Self.target("slow", connectTimeout: .seconds(30))], server: server)
+        try harness.await("the connect step is running") { server.snapshot.started == 1 }
+        harness.monitor.stop()
+        #expect(server.snapshot.open == 1, "still in the worker's hands")
+        gate.open()
+        try harness.await("closed by the worker") { server.snapshot.open == 0 }
     }
 
     @Test func aChangedPasswordEndsTheCredentialBackoff() throws {

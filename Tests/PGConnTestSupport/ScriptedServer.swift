@@ -16,8 +16,28 @@ package final class ScriptedServer: ConnectionFactory, Sendable {
         case fail(Failure)
         /// Never completes: the connect deadline must end it.
         case hang
-        /// Blocks the calling thread (the I/O thread) in the first poll for this long, then completes: a stall.
-        case stall(Duration)
+        /// The first poll blocks its thread (a connect worker) until the gate opens, then completes: a connect
+        /// step that burns CPU, as SCRAM does.
+        case blockUntil(Gate)
+    }
+
+    /// Opened once by a test, after which every waiter passes.
+    package final class Gate: Sendable {
+        private let opened = Mutex(false)
+        private let semaphore = DispatchSemaphore(value: 0)
+
+        package init() {}
+
+        package func open() {
+            opened.withLock { $0 = true }
+            semaphore.signal()
+        }
+
+        func wait() {
+            guard !opened.withLock({ $0 }) else { return }
+            semaphore.wait()
+            semaphore.signal()  // the next waiter passes too
+        }
     }
 
     package enum QueryScript: Sendable {
@@ -28,6 +48,8 @@ package final class ScriptedServer: ConnectionFactory, Sendable {
         case lose(String)
         /// A COPY OUT: libpq returns the same status again and again.
         case copy
+        /// Replies, but reading the reply blocks the calling thread (the I/O thread) this long: a stalled loop.
+        case stall(Duration)
     }
 
     package struct Counts: Sendable, Equatable {
@@ -90,7 +112,9 @@ final class ScriptedConnection: DatabaseConnection {
         self.server = server
         self.dsn = dsn
         self.connectScript = connect
-        socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends)
+        socketpair(
+            AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0,
+            &ends)
     }
 
     deinit { close() }
@@ -108,9 +132,9 @@ final class ScriptedConnection: DatabaseConnection {
             return .failed(failure)
         case .hang:
             return .wantRead
-        case .stall(let duration):
+        case .blockUntil(let gate):
+            gate.wait()
             finishConnecting()
-            Thread.sleep(forTimeInterval: duration.seconds)
             return .ready
         }
     }
@@ -145,6 +169,10 @@ final class ScriptedConnection: DatabaseConnection {
         case .reply(let replies, let transactionOpen)?:
             results = replies
             inTransaction = transactionOpen
+            pending = nil
+        case .stall(let duration)?:
+            Thread.sleep(forTimeInterval: duration.seconds)
+            results = [QueryResultSummary(status: .tuples, firstValue: "1")]
             pending = nil
         case .copy?, .hang?, nil:
             break

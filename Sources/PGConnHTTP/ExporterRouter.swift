@@ -22,7 +22,7 @@ public struct ExporterRouter: Sendable {
     public let telemetryPath: String
     public let version: String
     private let renderMetrics: @Sendable () -> [UInt8]
-    /// Reuses a rendered page while the store is unchanged (``ExpositionCache``); `nil` renders every scrape.
+    /// Pages rendered off the request path (``ExpositionCache``); `nil` renders every scrape.
     private let exposition: ExpositionCache?
     private let isReady: @Sendable () -> Bool
     private let health: @Sendable () -> HealthSnapshot
@@ -33,8 +33,9 @@ public struct ExporterRouter: Sendable {
     /// - Parameters:
     ///   - telemetryPath: where metrics are served; must start with "/".
     ///   - renderMetrics: the metrics in Prometheus text format 0.0.4.
-    ///   - metricsGeneration: the store's ``MetricsStore/generation``, so a page is rendered again only when it
-    ///     changed or is older than 250 ms; `nil`: every scrape renders.
+    ///   - metricsGeneration: the store's ``MetricsStore/generation`` and ``MetricsStore/rareGeneration``, so
+    ///     scrapes are served pages rendered off the request path (``ExpositionCache``); `nil`: every scrape
+    ///     renders.
     ///   - isReady: true once the config is loaded and every target has been probed once.
     ///   - health: every target's health and the policy, for `/health` (from the store's snapshot).
     ///   - events: the event history of one target (`nil`: unknown name) or all, from a Unix time on.
@@ -45,7 +46,7 @@ public struct ExporterRouter: Sendable {
     public init(
         telemetryPath: String = "/metrics",
         renderMetrics: @escaping @Sendable () -> [UInt8],
-        metricsGeneration: (@Sendable () -> UInt64)? = nil,
+        metricsGeneration: (@Sendable () -> (all: UInt64, rare: UInt64))? = nil,
         isReady: @escaping @Sendable () -> Bool,
         health: @escaping @Sendable () -> HealthSnapshot,
         events: @escaping @Sendable (String?, Double?) -> [(target: String, event: TargetEvent)]? = { _, _ in [] },
@@ -56,7 +57,13 @@ public struct ExporterRouter: Sendable {
         precondition(telemetryPath.hasPrefix("/"), "telemetry path \"\(telemetryPath)\" must start with \"/\"")
         self.telemetryPath = telemetryPath
         self.renderMetrics = renderMetrics
-        self.exposition = metricsGeneration.map { ExpositionCache(generation: $0, render: renderMetrics) }
+        self.exposition = metricsGeneration.map { generation in
+            ExpositionCache(
+                generation: {
+                    let (all, rare) = generation()
+                    return ExpositionCache.Generation(all: all, rare: rare)
+                }, render: renderMetrics)
+        }
         self.isReady = isReady
         self.health = health
         self.events = events

@@ -1,6 +1,6 @@
 /// What a handler returns: an answer now, or one that comes later.
 ///
-/// A handler runs on the server's one HTTP thread, so it must not wait. For an answer that another thread
+/// A handler runs on one of the server's few HTTP threads, so it must not wait. For an answer that another thread
 /// computes (a probe on the monitor's loop, a reload), it returns `.deferred`: the server suspends the
 /// connection, which costs no thread, and keeps serving the others.
 public enum HTTPReply: Sendable {

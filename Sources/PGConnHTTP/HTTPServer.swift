@@ -9,12 +9,14 @@ import Synchronization
 
 /// An HTTP/1.1 server on libmicrohttpd that hands every request to one handler, which answers now or later.
 ///
-/// libmicrohttpd runs one internal polling thread with epoll and calls the handler on it, one request at
-/// a time, so a handler must never block: it answers from a snapshot (`.response`), or returns `.deferred`
-/// when the answer comes from another thread (a probe on the monitor's loop, a reload). A deferred request's
-/// connection is suspended (taken out of the epoll set; no thread waits for it) and its `respond` may be
-/// called from any thread: it resumes the connection, and the polling thread queues the response the next
-/// time round, while the other connections are served meanwhile. Bodies are read in full (at most
+/// libmicrohttpd runs a small pool of polling threads (``threads``), each with its own epoll set and its share
+/// of the connections, and calls the handler on the thread that owns the connection, so requests on different
+/// connections run at once (a scrape that renders does not hold up `/health`). A handler must not block: it
+/// answers from a snapshot (`.response`), or returns `.deferred` when the answer comes from another thread (a
+/// probe on the monitor's loop, a reload). A deferred request's connection is suspended (taken out of the
+/// epoll set; no thread waits for it) and its `respond` may be called from any thread: it resumes the
+/// connection, and its polling thread queues the response the next time round, while the other connections
+/// are served meanwhile. Bodies are read in full (at most
 /// `maximumBodySize`, else 413) before the handler runs. `start()` binds exactly the listen address given
 /// (see `ListenAddress`); `stop()` must be called before the last reference goes away.
 ///
@@ -28,6 +30,10 @@ public final class HTTPServer: Sendable {
     public static var libraryVersion: String {
         MHD_get_version().map { String(cString: $0) } ?? "unknown"
     }
+
+    /// libmicrohttpd's polling threads (fewer when the connection limit is smaller, as each thread takes its
+    /// share of the limit).
+    static let threads = 4
 
     /// How often connections are checked against `ConnectionLimits.requestDeadline`.
     static let deadlineCheckInterval = Duration.milliseconds(500)
@@ -180,6 +186,8 @@ public final class HTTPServer: Sendable {
                 MHD_OptionItem(option: .CONNECTION_LIMIT, value: max(1, limits.total), ptr_value: nil),
                 MHD_OptionItem(option: .PER_IP_CONNECTION_LIMIT, value: max(1, limits.perAddress), ptr_value: nil),
                 MHD_OptionItem(option: .CONNECTION_TIMEOUT, value: limits.idleTimeoutSeconds, ptr_value: nil),
+                MHD_OptionItem(
+                    option: .THREAD_POOL_SIZE, value: max(1, min(threads, limits.total)), ptr_value: nil),
             ]
             if let socketAddress {
                 // libmicrohttpd binds during MHD_start_daemon and keeps no reference to the address.
@@ -328,8 +336,9 @@ private func handleConnectionEvent(
 /// The part of a request that spans several callbacks: its body, and the ticket of a deferred answer.
 ///
 /// Lives in libmicrohttpd's per-request pointer (`con_cls`) from the first callback until the
-/// request-completed callback, and is only touched on the polling thread. A deferred answer itself waits in
-/// `RequestDispatch.suspended`, under the lock, because `respond` hands it over from another thread.
+/// request-completed callback, and is only touched on the polling thread that owns its connection. A deferred
+/// answer itself waits in `RequestDispatch.suspended`, under the lock, because `respond` hands it over from
+/// another thread.
 private final class PendingRequest {
     var body: [UInt8] = []
     var tooLarge = false

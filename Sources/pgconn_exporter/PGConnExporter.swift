@@ -155,7 +155,7 @@ struct PGConnExporter: ParsableCommand {
                     process: ProcessStats.readCurrent(),
                     loopOverdue: monitor.overdue)
             },
-            metricsGeneration: { metrics.generation },
+            metricsGeneration: { (metrics.generation, metrics.rareGeneration) },
             isReady: { monitor.isReady },
             health: {
                 let policy = reloader.config.health

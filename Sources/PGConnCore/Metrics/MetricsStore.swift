@@ -52,6 +52,7 @@ public final class MetricsStore: Sendable {
     private let probesInFlight = Atomic<Int>(0)
     /// Bumped after every change that shows in the exposition (``generation``).
     private let changes = Atomic<UInt64>(0)
+    private let rareChanges = Atomic<UInt64>(0)
     public let buildInfo: BuildInfo
 
     /// Changes whenever something the exposition shows was recorded, so a rendered page can be reused while it
@@ -59,7 +60,16 @@ public final class MetricsStore: Sendable {
     /// Read it before rendering: a change during the render then makes the next request render again.
     public var generation: UInt64 { changes.load(ordering: .acquiring) }
 
+    /// Changes with what a reader must see at once rather than within a page's age: the target set, a reload's
+    /// outcome, a refused probe (every rare change also changes ``generation``).
+    public var rareGeneration: UInt64 { rareChanges.load(ordering: .acquiring) }
+
     private func changed() { changes.wrappingAdd(1, ordering: .releasing) }
+
+    private func changedRarely() {
+        rareChanges.wrappingAdd(1, ordering: .releasing)
+        changed()
+    }
 
     public init(buildInfo: BuildInfo) {
         self.buildInfo = buildInfo
@@ -69,7 +79,7 @@ public final class MetricsStore: Sendable {
     /// counters (and takes its new settings and labels), new ones start at 0, removed ones disappear. The
     /// monitor gives a target the same id for as long as it keeps its name.
     public func setTargets(_ targets: [(id: Int, config: TargetConfig)]) {
-        defer { changed() }
+        defer { changedRarely() }
         state.withLock { state in
             var kept: [Int: TargetSeries] = [:]
             for (id, config) in targets {
@@ -149,7 +159,7 @@ public final class MetricsStore: Sendable {
     /// A `/probe` request turned away (429) because the on-demand probe limit was reached.
     public func recordProbeRejected() {
         probesRejected.add(1, ordering: .relaxed)
-        changed()
+        changedRarely()
     }
 
     /// An on-demand probe was asked for (`started`) or answered; the difference is the in-progress gauge.
@@ -168,7 +178,7 @@ public final class MetricsStore: Sendable {
     }
 
     public func recordReload(successful: Bool, wallClock: Double) {
-        defer { changed() }
+        defer { changedRarely() }
         state.withLock { state in
             state.exporter.reloadSuccessful = successful
             if successful { state.exporter.reloadTimestamp = wallClock }

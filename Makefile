@@ -1,7 +1,8 @@
 # pgconn_exporter: the two commands are `make run` and `make test`; `make help` lists the rest.
 #
 # Variables: SWIFT (the swift driver), SWIFT_FLAGS (extra flags for swift build/test, e.g.
-# `--scratch-path .build-x`), TEST_FILTER (passed to `swift test --filter`), CONFIG (for check-config).
+# `--scratch-path .build-x`), TEST_FILTER (passed to `swift test --filter`), CONFIG (for check-config),
+# BENCH_SCALE (0: `make bench` skips the scale benchmark).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -11,6 +12,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 TEST_FILTER ?=
 CONFIG ?= config/pgconn_exporter.yml
+BENCH_SCALE ?= 1
 
 # libpq-dev, libmicrohttpd-dev: build; postgresql(-contrib): the servers the tests and `make run` start;
 # prometheus: promtool for `promtool check metrics`; prometheus-postgres-exporter: comparisons; pgbouncer: the
@@ -23,7 +25,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config bench bench-memory screenshot dashboard-images clean
+.PHONY: help deps deps-test install-packages build run test check-config bench bench-scale bench-scale-run bench-memory screenshot \
+	dashboard-images clean
 
 help: ## List the targets.
 	@echo "usage: make <target>"
@@ -76,9 +79,17 @@ check-config: build ## Validate CONFIG (default config/pgconn_exporter.yml, plac
 	bin="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter"; \
 	"$$bin" --config.check --config.file="$$tmp/config.yml" && echo "check-config: $(CONFIG) is valid"
 
-bench: deps build ## Compare with postgres_exporter (BENCH_TARGETS=10, BENCH_SECONDS=30); writes docs/benchmarks.md.
+bench: deps build ## Compare with postgres_exporter (BENCH_TARGETS=10), then bench-scale (BENCH_SCALE=0 skips it).
 	@$(MAKE) --no-print-directory install-packages PACKAGES='wrk'
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/bench.sh
+	@if [ '$(BENCH_SCALE)' != 0 ]; then $(MAKE) --no-print-directory bench-scale-run; fi
+
+bench-scale: deps build ## Thousands of targets through PgBouncer (BENCH_SCALE_TARGETS="1000 5000"); docs/benchmarks.md.
+	@$(MAKE) --no-print-directory bench-scale-run
+
+bench-scale-run:
+	@$(MAKE) --no-print-directory install-packages PACKAGES='pgbouncer wrk'
+	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/bench-scale.sh
 
 IMAGES_VENV := .build/venv-images
 DASHBOARD_DATA := .build/dashboard-data

@@ -40,8 +40,9 @@ final class ExpositionCache: Sendable {
             min(maximumInterval, max(minimumInterval, cost * pauseFactor))
         }
 
-        /// How old a page rendered in `cost` may be when served: one pause, one render and 100 ms to spare.
-        func maxAge(cost: Duration) -> Duration { interval(cost: cost) + cost + .milliseconds(100) }
+        /// How old a page rendered in `cost` may be when served: the most it ages while the refresher runs (its
+        /// own render, the pause, the next render) and 100 ms to spare.
+        func maxAge(cost: Duration) -> Duration { interval(cost: cost) + cost * 2 + .milliseconds(100) }
     }
 
     private struct Page {

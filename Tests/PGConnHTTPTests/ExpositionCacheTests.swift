@@ -71,7 +71,7 @@ struct ExpositionCacheTests {
         world.renderCost.store(Duration.milliseconds(50).nanoseconds, ordering: .relaxed)
         let cache = world.cache()
         _ = cache.body(gzip: false)
-        world.advance(.milliseconds(590))  // maxAge = 500 + 50 + 100 from the render's start; 50 passed in it
+        world.advance(.milliseconds(640))  // maxAge = 500 + 2 x 50 + 100 from the render's start; 50 passed in it
         _ = cache.body(gzip: false)
         #expect(world.renderCount == 1)
         world.advance(.milliseconds(10))

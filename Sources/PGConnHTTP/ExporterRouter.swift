@@ -118,15 +118,16 @@ public struct ExporterRouter: Sendable {
         case .telemetry:
             var headers = [("Content-Type", Self.metricsContentType), ("Vary", "Accept-Encoding")]
             let gzip = Gzip.isAccepted(by: request.header("accept-encoding"))
-            var body: [UInt8]
-            var gzipped = false
             if let exposition {
-                (body, gzipped) = exposition.body(gzip: gzip)
-            } else {
-                body = renderMetrics()
-                if gzip, let compressed = Gzip.compress(body) { (body, gzipped) = (compressed, true) }
+                let (page, gzipped) = exposition.body(gzip: gzip)
+                if gzipped { headers.append(("Content-Encoding", "gzip")) }
+                return HTTPResponse(status: 200, headers: headers, shared: page)
             }
-            if gzipped { headers.append(("Content-Encoding", "gzip")) }
+            var body = renderMetrics()
+            if gzip, let compressed = Gzip.compress(body) {
+                body = compressed
+                headers.append(("Content-Encoding", "gzip"))
+            }
             return HTTPResponse(status: 200, headers: headers, body: body)
         case .healthy:
             return .text("Healthy\n")

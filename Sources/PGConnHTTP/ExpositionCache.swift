@@ -49,8 +49,8 @@ final class ExpositionCache: Sendable {
         var generation: Generation
         var rendered: MonotonicInstant
         var cost: Duration
-        var plain: [UInt8]
-        var gzipped: [UInt8]?
+        var plain: SharedBytes
+        var gzipped: SharedBytes?
     }
 
     private struct Demand {
@@ -89,7 +89,7 @@ final class ExpositionCache: Sendable {
     var renders: Int { rendering.withLock { $0 } }
 
     /// The page as plain text, or gzipped when `gzip` is asked and compression worked (`gzipped` says which).
-    func body(gzip: Bool) -> (bytes: [UInt8], gzipped: Bool) {
+    func body(gzip: Bool) -> (bytes: SharedBytes, gzipped: Bool) {
         let time = now()
         noteRequest(at: time, gzip: gzip)
         let current = generation()
@@ -101,9 +101,10 @@ final class ExpositionCache: Sendable {
             }
         guard gzip else { return (served.plain, false) }
         if let gzipped = served.gzipped { return (gzipped, true) }
-        guard let gzipped = Gzip.compress(served.plain) else { return (served.plain, false) }
+        guard let compressed = Gzip.compress(served.plain.bytes) else { return (served.plain, false) }
+        let gzipped = SharedBytes(compressed)
         page.withLock { page in
-            if page?.rendered == served.rendered && page?.gzipped == nil { page?.gzipped = gzipped }
+            if page?.plain === served.plain && page?.gzipped == nil { page?.gzipped = gzipped }
         }
         return (gzipped, true)
     }
@@ -121,8 +122,8 @@ final class ExpositionCache: Sendable {
             let generation = generation()
             let start = now()
             let plain = render()
-            var fresh = Page(generation: generation, rendered: start, cost: now() - start, plain: plain)
-            if gzip { fresh.gzipped = Gzip.compress(plain) }
+            var fresh = Page(generation: generation, rendered: start, cost: now() - start, plain: SharedBytes(plain))
+            if gzip { fresh.gzipped = Gzip.compress(plain).map(SharedBytes.init) }
             count += 1
             page.withLock { $0 = fresh }
             return fresh

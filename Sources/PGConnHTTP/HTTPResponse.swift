@@ -1,4 +1,5 @@
-/// One HTTP response, built by a handler and copied into libmicrohttpd by the server.
+/// One HTTP response, built by a handler and copied into libmicrohttpd by the server (a shared body is not
+/// copied: libmicrohttpd sends it from where it is).
 ///
 /// The server always sends `Content-Length` (computed from `body`; a `Content-Length` given here is
 /// ignored) and adds `Content-Type: application/octet-stream` when `headers` name none. For a HEAD
@@ -12,12 +13,29 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     /// Headers in sending order; names are case-insensitive and may repeat.
     public var headers: [(String, String)]
-    public var body: [UInt8]
+    /// The body; for a shared one (``shared``), a copy of it. Setting it replaces a shared body.
+    public var body: [UInt8] {
+        get { shared?.bytes ?? ownBody }
+        set {
+            ownBody = newValue
+            shared = nil
+        }
+    }
+    private var ownBody: [UInt8]
+    /// A body shared with other responses, which the server sends without copying it (``SharedBytes``).
+    public private(set) var shared: SharedBytes?
 
     public init(status: Int = 200, headers: [(String, String)] = [], body: [UInt8] = []) {
         self.status = status
         self.headers = headers
-        self.body = body
+        self.ownBody = body
+    }
+
+    public init(status: Int = 200, headers: [(String, String)] = [], shared: SharedBytes) {
+        self.status = status
+        self.headers = headers
+        self.ownBody = []
+        self.shared = shared
     }
 
     /// A UTF-8 plain-text response.

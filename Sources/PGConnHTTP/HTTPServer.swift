@@ -477,13 +477,22 @@ private func connectionValues(_ connection: OpaquePointer, kind: MHD_ValueKind) 
     return Dictionary(pairs, uniquingKeysWith: { first, _ in first })
 }
 
-/// Copies the response into libmicrohttpd and queues it; the C response is destroyed here (MHD keeps
-/// its own reference until sent).
+/// Copies the response into libmicrohttpd (a shared body is lent instead: retained until libmicrohttpd's free
+/// callback; libmicrohttpd only reads it, whatever its `void *` says) and queues it; the C response is destroyed here (MHD keeps its own reference until sent).
 private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> pgconn_mhd_result {
-    let created = response.body.withUnsafeBytes { body in
-        MHD_create_response_from_buffer(
-            body.count, UnsafeMutableRawPointer(mutating: body.baseAddress),
-            .RESPMEM_MUST_COPY)
+    let created: OpaquePointer?
+    if let shared = response.shared {
+        let retained = Unmanaged.passRetained(shared)
+        created = MHD_create_response_from_buffer_with_free_callback_cls(
+            shared.count, UnsafeMutableRawPointer(mutating: shared.baseAddress), releaseSharedBytes, retained.toOpaque()
+        )
+        if created == nil { retained.release() }
+    } else {
+        created = response.body.withUnsafeBytes { body in
+            MHD_create_response_from_buffer(
+                body.count, UnsafeMutableRawPointer(mutating: body.baseAddress),
+                .RESPMEM_MUST_COPY)
+        }
     }
     guard let created else { return PGCONN_MHD_NO }
     defer { MHD_destroy_response(created) }
@@ -500,6 +509,12 @@ private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> pg
         _ = MHD_add_response_header(created, "Content-Type", "application/octet-stream")
     }
     return MHD_queue_response(connection, UInt32(clamping: response.status), created)
+}
+
+/// libmicrohttpd's free callback for a lent body: the response that sent it is gone.
+private let releaseSharedBytes: MHD_ContentReaderFreeCallback = { context in
+    guard let context else { return }
+    Unmanaged<SharedBytes>.fromOpaque(context).release()
 }
 
 /// CLOCK_MONOTONIC, for the request deadlines.

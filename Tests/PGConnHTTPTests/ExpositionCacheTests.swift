@@ -44,7 +44,7 @@ struct ExpositionCacheTests {
         let first = cache.body(gzip: false)
         world.generation.wrappingAdd(1, ordering: .relaxed)
         world.advance(.milliseconds(199))
-        #expect(cache.body(gzip: false).bytes == first.bytes, "younger than maxAge (100 ms pause + 100 ms)")
+        #expect(cache.body(gzip: false).bytes === first.bytes, "younger than maxAge (100 ms pause + 100 ms)")
         #expect(world.renderCount == 1)
         world.advance(.milliseconds(1))
         _ = cache.body(gzip: false)
@@ -99,9 +99,9 @@ struct ExpositionCacheTests {
         let zipped = cache.body(gzip: true)
         #expect(zipped.gzipped)
         let again = cache.body(gzip: true)
-        #expect(again.bytes == zipped.bytes && world.renders.load(ordering: .relaxed) == 1)
+        #expect(again.bytes === zipped.bytes && world.renders.load(ordering: .relaxed) == 1)
         #expect(zipped.bytes.count < cache.body(gzip: false).bytes.count)
-        #expect(zipped.bytes.starts(with: [0x1f, 0x8b]), "a gzip member")
+        #expect(zipped.bytes.bytes.starts(with: [0x1f, 0x8b]), "a gzip member")
     }
 
     @Test func theStoreCountsItsChanges() {

@@ -106,6 +106,28 @@ private let hasIPv6Loopback: Bool = {
         }
     }
 
+    /// A shared body (a rendered page) is lent to libmicrohttpd, not copied: every response sends the same
+    /// memory, which stays valid while they do and is released once the last one is done.
+    @Test func aSharedBodyIsSentByReferenceAndReleasedAfterwards() throws {
+        let page = Array(String(repeating: "pgconn_up{target=\"t\"} 1\n", count: 3_000).utf8)
+        weak var released: SharedBytes?
+        do {
+            let shared = SharedBytes(page)
+            released = shared
+            try withServer(handler: { _ in HTTPResponse(status: 200, shared: shared) }) { server in
+                for _ in 0..<3 {
+                    let response = try RawHTTPClient.send(port: server.boundPort, target: "/metrics")
+                    #expect(response.status == 200)
+                    #expect(response.body == page)
+                }
+            }
+        }
+        // The server's last reference (its request-deadline timer's) goes when that timer's queue lets it go.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while released != nil && ContinuousClock.now < deadline { usleep(5_000) }
+        #expect(released == nil, "libmicrohttpd's references were released with its responses")
+    }
+
     @Test func postBodyUpToTheLimitReachesTheHandler() throws {
         try withServer { (server: HTTPServer) throws in
             let body = [UInt8](repeating: 0x61, count: HTTPServer.maximumBodySize)

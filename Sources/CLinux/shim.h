@@ -7,9 +7,6 @@
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <netinet/tcp.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 /*
  * epoll_ctl returning 0 or the errno of the failure. Swift code must not read errno after a C call returns:
@@ -20,15 +17,6 @@ static inline int pgconn_epoll_ctl(int epfd, int op, int fd, uint32_t events, ui
     event.events = events;
     event.data.u64 = token;
     return epoll_ctl(epfd, op, fd, op == EPOLL_CTL_DEL ? NULL : &event) == 0 ? 0 : errno;
-}
-
-/* Adds `increment` to the calling thread's nice value (Linux keeps one per thread); 0 or the errno. */
-static inline int pgconn_renice_this_thread(int increment) {
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    errno = 0;
-    int current = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (current == -1 && errno != 0) return errno;
-    return setpriority(PRIO_PROCESS, (id_t)tid, current + increment) == 0 ? 0 : errno;
 }
 
 #endif

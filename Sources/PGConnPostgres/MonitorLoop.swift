@@ -47,8 +47,8 @@ final class MonitorLoop: @unchecked Sendable {
     let files = WorkerPool(name: "pgconn-files", width: 1)
     let cancels = WorkerPool(name: "pgconn-cancel", width: 2)
     /// Connect steps (``ConnectStep``): CPU work (SCRAM, TLS), one thread per core so a login storm uses the
-    /// machine, at nice +10 so the I/O thread gets a core whenever it wants one.
-    let connects = WorkerPool(name: "pgconn-connect", width: MonitorLoop.connectWorkers, niceness: 10)
+    /// machine and the I/O thread stays free.
+    let connects = WorkerPool(name: "pgconn-connect", width: MonitorLoop.connectWorkers)
     /// On-demand probes resolve their names apart, so probes of names that hang DNS never delay the targets'.
     let probeLookups = WorkerPool(name: "pgconn-probe-dns", width: 2)
     var nextTicket: UInt64 = 0

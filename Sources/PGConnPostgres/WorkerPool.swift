@@ -1,4 +1,3 @@
-import CLinux
 import Dispatch
 import Foundation
 import Synchronization
@@ -25,15 +24,10 @@ final class WorkerPool: Sendable {
     private let available = DispatchSemaphore(value: 0)
     private let width: Int
 
-    /// - Parameter niceness: added to the threads' nice value (Linux schedules threads apart), so CPU-bound work
-    ///   (SCRAM, TLS) yields the cores to the I/O thread whenever it has something to do; 0 leaves it.
-    init(name: String, width: Int, niceness: Int32 = 0) {
+    init(name: String, width: Int) {
         self.width = width
         for index in 0..<width {
-            let thread = Thread { [self] in
-                if niceness != 0 { _ = pgconn_renice_this_thread(niceness) }
-                work()
-            }
+            let thread = Thread { [self] in work() }
             thread.name = "\(name)-\(index)"
             thread.start()
         }

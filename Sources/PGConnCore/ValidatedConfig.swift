@@ -8,16 +8,54 @@ public struct ValidatedConfig: Sendable, Equatable {
     public internal(set) var targets: [TargetConfig]
     /// The `modules:` entries for `/probe?target=host[:port]&module=<name>`, in config order.
     public internal(set) var modules: [ProbeModule]
+    /// How much detail `/metrics` shows per target (`metrics:`).
+    public internal(set) var metrics: MetricsDetail
 
-    init(health: HealthPolicy = HealthPolicy(), targets: [TargetConfig], modules: [ProbeModule] = []) {
+    init(
+        health: HealthPolicy = HealthPolicy(), targets: [TargetConfig], modules: [ProbeModule] = [],
+        metrics: MetricsDetail = MetricsDetail()
+    ) {
         self.health = health
         self.targets = targets
         self.modules = modules
+        self.metrics = metrics
     }
 
     /// The module called `name`, or `nil`. Module names are unique (the loader rejects a repeated key).
     public func module(named name: String) -> ProbeModule? {
         modules.first { $0.name == name }
+    }
+}
+
+/// `metrics: {histograms: full | coarse | off, reasons: all | seen}`: fewer series per target for large fleets.
+///
+/// Only the page changes: the store keeps recording everything, so a reload that asks for more detail shows
+/// the full histograms and every counter at once, with the history they gathered meanwhile.
+public struct MetricsDetail: Sendable, Equatable {
+    /// The per-target histograms (probe, connect and outage durations).
+    public enum Histograms: String, Sendable, Equatable, CaseIterable {
+        /// Every bucket (``Histogram/probeBounds`` and the others).
+        case full
+        /// 4 buckets each, a subset of the full bounds (``Histogram/probeCoarseBounds`` and the others).
+        case coarse
+        /// No per-target histogram families at all.
+        case off
+    }
+
+    /// The per-target reason counters (`pgconn_*_failures_total`, `pgconn_disconnects_total`).
+    public enum Reasons: String, Sendable, Equatable, CaseIterable {
+        /// Every reason a family can produce, from 0, so `increase()` sees a reason's first failure.
+        case all
+        /// Only reasons that have happened to the target: a first failure appears as a new series at 1.
+        case seen
+    }
+
+    public internal(set) var histograms: Histograms
+    public internal(set) var reasons: Reasons
+
+    public init(histograms: Histograms = .full, reasons: Reasons = .all) {
+        self.histograms = histograms
+        self.reasons = reasons
     }
 }
 

@@ -73,6 +73,7 @@ final class ConfigReloader: Sendable {
                 let config = shard.map { loaded.sharded($0) } ?? loaded
                 if let summary = monitor.reload(config) {
                     current.withLock { $0 = config }
+                    metrics.setDetail(config.metrics)
                     outcome = .reloaded(summary)
                 } else {
                     outcome = .failed(["\(file): the monitor did not take the new config in time; the old one stays"])

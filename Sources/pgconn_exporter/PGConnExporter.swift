@@ -136,6 +136,7 @@ struct PGConnExporter: ParsableCommand {
 
         Self.raiseOpenFileLimit(logger: logger)
         metrics.recordReload(successful: true, wallClock: Date().timeIntervalSince1970)
+        metrics.setDetail(config.metrics)
 
         let monitor: Monitor
         do {

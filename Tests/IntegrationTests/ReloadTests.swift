@@ -66,6 +66,43 @@ import Testing
                 + "WHERE application_name = 'pgconn_exporter' AND datname = '\(database)'")
     }
 
+    /// `metrics:` changes only the page: the session stays, and the history recorded meanwhile shows at once.
+    @Test func lessDetailAndMoreDetailTakeEffectOnReloadAndKeepTheSession() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let directory = try TemporaryDirectory()
+        let lean = "metrics: {histograms: off, reasons: seen}\n" + config(server, [("a", "postgres", "")])
+        let file = try directory.write("config.yml", lean)
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(file)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        defer { exporter.kill() }
+        func metrics() throws -> String { try httpGet(port: port, path: "/metrics").body }
+        try eventually(timeout: .seconds(20)) {
+            try ExporterProcessTests.value(metrics(), #"pgconn_probes_total{target="a"}"#) ?? 0 >= 3
+        }
+        let pid = try sessionPID(server, database: "postgres")
+        var page = try metrics()
+        #expect(!page.contains("pgconn_probe_duration_seconds"))
+        #expect(!page.contains("pgconn_connect_duration_seconds"))
+        #expect(!page.contains("reason="), "no failure happened, so no reason counter")
+        #expect(page.contains("pgconn_exporter_loop_lag_seconds_bucket"), "the exporter's own histogram stays")
+
+        _ = try directory.write("config.yml", config(server, [("a", "postgres", "")]))
+        #expect(try httpRequest(method: "POST", port: port, path: "/-/reload").status == 200)
+        page = try metrics()
+        #expect(page.contains(#"pgconn_probe_failures_total{target="a",reason="timeout"} 0"#))
+        let count = try #require(ExporterProcessTests.value(page, #"pgconn_probe_duration_seconds_count{target="a"}"#))
+        #expect(count >= 3, "the probes run while histograms were off are in the histogram")
+
+        _ = try directory.write("config.yml", "metrics: {histograms: coarse}\n" + config(server, [("a", "postgres", "")]))
+        #expect(try httpRequest(method: "POST", port: port, path: "/-/reload").status == 200)
+        page = try metrics()
+        let buckets = page.split(separator: "\n").filter { $0.hasPrefix("pgconn_probe_duration_seconds_bucket") }
+        #expect(buckets.count == 5)
+        #expect(try sessionPID(server, database: "postgres") == pid, "the session was never touched")
+    }
+
     @Test func unchangedSessionsSurviveARemovedOneClosesANewOneStartsAndABadFileChangesNothing() throws {
         let server = try TestPostgres.start()
         defer { server.cleanup() }

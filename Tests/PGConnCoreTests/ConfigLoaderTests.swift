@@ -140,7 +140,7 @@ struct InvalidConfigCase: Sendable, CustomTestStringConvertible {
         .init("invalid-targets-type.yml", ["targets: expected a sequence of targets, got a mapping"]),
         .init(
             "invalid-root-type.yml",
-            ["expected a mapping with defaults, health, modules and targets at the top level, got a sequence"]),
+            ["expected a mapping with defaults, health, metrics, modules and targets at the top level, got a sequence"]),
         // The scalar is not echoed: a DSN written in the wrong place may hold a password.
         .init("invalid-target-type.yml", ["targets[0]: expected a mapping, got a string"]),
         .init(
@@ -535,7 +535,8 @@ struct ConfigLoaderTests {
             "defaults", "probe_interval", "probe_timeout", "connect_timeout", "login_interval", "query", "backoff",
             "initial", "max", "multiplier", "jitter", "keepalives", "idle", "interval", "count", "user_timeout",
             "health", "require", "targets", "name", "dsn", "password_file", "password_env", "expect", "labels",
-            "modules", "user", "database", "sslmode", "options", "timeout", "allow", "ports",
+            "modules", "user", "database", "sslmode", "options", "timeout", "allow", "ports", "metrics", "histograms",
+            "reasons",
         ]
         #expect(keys.filter { !text.contains("\($0):") }.isEmpty)
     }

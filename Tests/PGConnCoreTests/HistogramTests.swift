@@ -70,6 +70,26 @@ import Testing
         #expect(Histogram.probeBounds == [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
         #expect(Histogram.connectBounds == [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5])
         #expect(Histogram.outageBounds == [1, 5, 10, 30, 60, 300, 900, 3600])
-        #expect(Histogram.loopLagBounds == [0.0001, 0.001, 0.01, 0.1, 1])
+        #expect(Histogram.loopLagBounds == [0.0001, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 1])
+        #expect(Histogram.probeCoarseBounds == [0.005, 0.025, 0.1, 1])
+        #expect(Histogram.connectCoarseBounds == [0.025, 0.1, 0.5, 2.5])
+        #expect(Histogram.outageCoarseBounds == [10, 60, 300, 3600])
+        for (coarse, full) in [
+            (Histogram.probeCoarseBounds, Histogram.probeBounds),
+            (Histogram.connectCoarseBounds, Histogram.connectBounds),
+            (Histogram.outageCoarseBounds, Histogram.outageBounds),
+        ] {
+            #expect(Set(coarse).isSubset(of: full), "a coarse bound must be a full one, or its count is not exact")
+        }
+    }
+
+    @Test func coarseningKeepsTheCumulativeCountsAtTheKeptBounds() {
+        var fine = Histogram(bounds: [1, 2, 3, 4, 5])
+        for value in [0.5, 1, 1.5, 2.5, 3, 3.5, 4.5, 6, 7] { fine.observe(value) }
+        let coarse = fine.coarsened(to: [2, 4])
+        #expect(coarse.bounds == [2, 4])
+        #expect(coarse.counts == [3, 3, 3])
+        #expect(coarse.sum == fine.sum)
+        #expect(coarse.count == fine.count)
     }
 }

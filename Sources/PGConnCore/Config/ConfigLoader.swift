@@ -28,7 +28,7 @@ public enum ConfigLoader {
 
     // MARK: - Sections
 
-    private static let topLevelKeys: Set<String> = ["defaults", "health", "modules", "targets"]
+    private static let topLevelKeys: Set<String> = ["defaults", "health", "metrics", "modules", "targets"]
     private static let targetKeys: Set<String> = [
         "name", "dsn", "password_file", "password_env", "expect", "labels",
     ]
@@ -41,7 +41,7 @@ public enum ConfigLoader {
     ) -> ValidatedConfig? {
         guard
             let entries = reader.mapping(
-                root, at: "", expected: "a mapping with defaults, health, modules and targets at the top level",
+                root, at: "", expected: "a mapping with defaults, health, metrics, modules and targets at the top level",
                 revealing: false)
         else { return nil }
         for (key, _) in entries where !topLevelKeys.contains(key) {
@@ -76,8 +76,12 @@ public enum ConfigLoader {
         if let node = section("modules") {
             modules = readModules(node, reader: &reader, parseDSN: parseDSN)
         }
+        var metrics = MetricsDetail()
+        if let node = section("metrics") {
+            metrics = readMetrics(node, reader: &reader)
+        }
         guard targets.count == targetCount, targetCount > 0 else { return nil }
-        return ValidatedConfig(health: health, targets: targets, modules: modules)
+        return ValidatedConfig(health: health, targets: targets, modules: modules, metrics: metrics)
     }
 
     private static func readDefaults(_ node: Node, reader: inout ConfigReader) -> ProbeSettings {

@@ -32,6 +32,8 @@ public final class MetricsStore: Sendable {
         /// Apart from `targets`, so scrapes never copy them.
         var events: [Int: EventRing] = [:]
         var exporter = ExporterSeries()
+        /// What the page shows of every target (`metrics:`); the series record everything regardless.
+        var detail = MetricsDetail()
     }
 
     /// The values of the exporter's own families.
@@ -94,6 +96,15 @@ public final class MetricsStore: Sendable {
             state.targets = kept
             state.events = state.events.filter { kept[$0.key] != nil }
         }
+    }
+
+    /// How much of every target the page shows from now on (the config's `metrics:`, also on reload).
+    public func setDetail(_ detail: MetricsDetail) {
+        let changed = state.withLock { state in
+            defer { state.detail = detail }
+            return state.detail != detail
+        }
+        if changed { changedRarely() }
     }
 
     /// Changes one target's series under the lock. Unknown ids are ignored (a target removed by a reload).
@@ -196,11 +207,11 @@ public final class MetricsStore: Sendable {
     public func render(
         wallClock: Double, now: MonotonicInstant, process: ProcessStats?, loopOverdue: Duration = .zero
     ) -> [UInt8] {
-        let (targets, exporter) = state.withLock { state in
-            (state.order.compactMap { state.targets[$0] }, state.exporter)
+        let (targets, exporter, detail) = state.withLock { state in
+            (state.order.compactMap { state.targets[$0] }, state.exporter, state.detail)
         }
         var out = ExpositionWriter(reservingCapacity: 2048 + targets.count * 12 * 1024)
-        Self.renderTargets(targets, now: now, into: &out)
+        Self.renderTargets(targets, detail: detail, now: now, into: &out)
         Self.renderExporter(
             buildInfo: buildInfo, exporter, loopOverdue: loopOverdue,
             logLinesDropped: logLinesDropped.load(ordering: .relaxed), into: &out)
@@ -212,7 +223,7 @@ public final class MetricsStore: Sendable {
     // MARK: - Families
 
     private static func renderTargets(
-        _ targets: [TargetSeries], now: MonotonicInstant, into out: inout ExpositionWriter
+        _ targets: [TargetSeries], detail: MetricsDetail, now: MonotonicInstant, into out: inout ExpositionWriter
     ) {
         // Each target's `target="..."` is rendered and escaped once, not once per sample.
         let labelSets = targets.map { LabelSet([("target", $0.name)]) }
@@ -227,20 +238,31 @@ public final class MetricsStore: Sendable {
             out.family(name, .counter, help: help)
             each { series, labels in out.sample(name, labels, nil, value(series)) }
         }
+        let seenOnly = detail.reasons == .seen
         func reasons(_ name: String, _ help: String, _ value: (TargetSeries) -> [FailureReason: UInt64]) {
             out.family(name, .counter, help: help)
             each { series, labels in
                 let counts = value(series)
                 for reason in FailureReason.allCases {
-                    if let count = counts[reason] {
+                    if let count = counts[reason], count > 0 || !seenOnly {
                         out.sample(name, labels, ("reason", reason.rawValue), count)
                     }
                 }
             }
         }
-        func histogram(_ name: String, _ help: String, _ value: (TargetSeries) -> Histogram) {
-            out.family(name, .histogram, help: help)
-            each { series, labels in out.histogram(name, labels, value(series)) }
+        func histogram(
+            _ name: String, _ help: String, coarse: [Double], _ value: (TargetSeries) -> Histogram
+        ) {
+            switch detail.histograms {
+            case .off:
+                return
+            case .coarse:
+                out.family(name, .histogram, help: help)
+                each { series, labels in out.histogram(name, labels, value(series).coarsened(to: coarse)) }
+            case .full:
+                out.family(name, .histogram, help: help)
+                each { series, labels in out.histogram(name, labels, value(series)) }
+            }
         }
         func bool(_ value: Bool) -> Double { value ? 1 : 0 }
 
@@ -261,12 +283,14 @@ public final class MetricsStore: Sendable {
         }
         counter("pgconn_probes_total", "Probes run on the session.") { $0.probes }
         reasons("pgconn_probe_failures_total", "Probes that failed, by reason.") { $0.probeFailures }
-        histogram("pgconn_probe_duration_seconds", "Round trip of the probe query on the session.") {
-            $0.probeDuration
-        }
+        histogram(
+            "pgconn_probe_duration_seconds", "Round trip of the probe query on the session.",
+            coarse: Histogram.probeCoarseBounds
+        ) { $0.probeDuration }
         histogram(
             "pgconn_connect_duration_seconds",
-            "Time to establish a connection (TCP, TLS, authentication, startup), for sessions and login checks."
+            "Time to establish a connection (TCP, TLS, authentication, startup), for sessions and login checks.",
+            coarse: Histogram.connectCoarseBounds
         ) { $0.connectDuration }
         counter("pgconn_connection_attempts_total", "Session connection attempts.") { $0.connectionAttempts }
         reasons("pgconn_connection_failures_total", "Session connection attempts that failed, by reason.") {
@@ -289,7 +313,9 @@ public final class MetricsStore: Sendable {
             $0.sessionStart
         }
         counter("pgconn_outages_total", "Outages: from the first failure to the next successful probe.") { $0.outages }
-        histogram("pgconn_outage_duration_seconds", "Length of finished outages.") { $0.outageDuration }
+        histogram(
+            "pgconn_outage_duration_seconds", "Length of finished outages.", coarse: Histogram.outageCoarseBounds
+        ) { $0.outageDuration }
         out.family("pgconn_downtime_seconds_total", .counter, help: "Time spent in outages, growing during one.")
         each { series, labels in out.sample("pgconn_downtime_seconds_total", labels, nil, series.downtime) }
         gauge("pgconn_backoff_seconds", "Current delay before the next reconnect attempt, 0 when not backing off.") {

@@ -23,6 +23,10 @@
 /// until `probe_interval` after the last probe started, so a probe that breaks its own connection runs at most
 /// once per interval, never in a reconnect loop.
 ///
+/// After a `refused` connect the delay still grows, but while a wait of a second or more runs the monitor checks
+/// the server's port; ``endpointReachable(now:)`` ends the wait as soon as it accepts, so a long outage ends
+/// within a check interval of the server listening again, not up to `backoff.max` later.
+///
 /// Failures that retrying cannot fix and that can lock an account (`auth`, `database_missing`) back off on the
 /// slower ``BackoffConfig/credentialFailures(after:)`` schedule; ``credentialsChanged(now:)`` cuts that wait short
 /// when the password source changes.
@@ -282,6 +286,29 @@ public struct SessionStateMachine: Sendable {
     public var isWaitingOnCredentials: Bool {
         guard case .backoff = state, let backoffReason else { return false }
         return Self.isCredentialFailure(backoffReason)
+    }
+
+    /// Backing off after a refused connect, long enough (``reachabilityWatchFloor`` or more) that a cheap check
+    /// of the server's port, which costs the server nothing while it refuses, is worth making meanwhile: once the
+    /// port accepts, ``endpointReachable(now:)`` connects at once instead of waiting out the rest of the delay.
+    public var isWaitingOnReachability: Bool {
+        guard case .backoff(_, let delay) = state, backoffReason == .refused else { return false }
+        return delay >= Self.reachabilityWatchFloor
+    }
+
+    /// Shorter delays than this simply run out: a watch would save little and the port is checked no more often.
+    public static let reachabilityWatchFloor: Duration = .seconds(1)
+
+    /// The server's port accepts connections again while backing off after a refused connect: connect now.
+    /// The backoff starts again from its first step, since a server that just started listening may still
+    /// answer `starting_up` for a moment; as only waits of ``reachabilityWatchFloor`` or more are cut short, a
+    /// port that keeps opening and closing still gets a few short steps between two early connects, never a loop.
+    public mutating func endpointReachable(now: MonotonicInstant) -> Output {
+        guard isWaitingOnReachability else { return Output() }
+        backoff.reset()
+        var output = Output()
+        beginConnecting(now: now, from: .backoff, failure: nil, into: &output)
+        return output
     }
 
     /// Failures that the same credentials will meet again, and that count toward account lockouts.

@@ -60,15 +60,19 @@ package struct MonitorEnvironment: Sendable {
     package var lookUp: @Sendable (String) -> Result<String, Failure>
     /// Reads a password source (a file read blocks).
     package var readPassword: @Sendable (PasswordSource) -> Result<String?, Failure>
+    /// Whether a server's port accepts a connection (``Endpoint/accepts(_:timeout:)``; blocks up to its timeout).
+    package var accepts: @Sendable (Endpoint) -> Bool
 
     package init(
         connections: any ConnectionFactory,
         lookUp: @escaping @Sendable (String) -> Result<String, Failure>,
-        readPassword: @escaping @Sendable (PasswordSource) -> Result<String?, Failure>
+        readPassword: @escaping @Sendable (PasswordSource) -> Result<String?, Failure>,
+        accepts: @escaping @Sendable (Endpoint) -> Bool = { Endpoint.accepts($0, timeout: .milliseconds(500)) }
     ) {
         self.connections = connections
         self.lookUp = lookUp
         self.readPassword = readPassword
+        self.accepts = accepts
     }
 
     /// libpq, the system resolver and the file system.

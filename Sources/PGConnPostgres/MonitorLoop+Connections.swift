@@ -156,6 +156,7 @@ extension MonitorLoop {
             hostaddr: hostaddr, serverTimeouts: target.sendsServerTimeouts)
         slot.password = nil
         slot.stage = .connecting
+        if slot.role == .session { target.endpoint = Endpoint.of(values: target.dsnValues, hostaddr: hostaddr) }
         let factory = environment.connections
         let dsn = target.config.dsn
         submitStep(slot, of: target, connection: nil) { factory.start(dsn: dsn, overrides: overrides) }

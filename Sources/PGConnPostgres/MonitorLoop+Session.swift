@@ -21,6 +21,7 @@ extension MonitorLoop {
         }
         reschedule(target)
         scheduleCredentialCheck(target, now: now)
+        watchReachability(target, now: now)
     }
 
     private func send(_ target: TargetRuntime, _ kind: QueryKind, _ sql: String, now: MonotonicInstant) {

@@ -22,6 +22,7 @@ final class MonitorLoop: @unchecked Sendable {
         case credentialsRead(id: Int, Result<String?, Failure>)
         case probe(ProbeOrder, ProbeCompletion)
         case connectStep(id: Int, role: ConnectionRole, ticket: UInt64, ConnectPollStatus)
+        case endpointChecked(Endpoint, accepts: Bool)
     }
 
     /// Targets in config order, and by their stable id (the id is in every epoll token, timer and lookup, so
@@ -51,6 +52,9 @@ final class MonitorLoop: @unchecked Sendable {
     let connects = WorkerPool(name: "pgconn-connect", width: MonitorLoop.connectWorkers)
     /// On-demand probes resolve their names apart, so probes of names that hang DNS never delay the targets'.
     let probeLookups = WorkerPool(name: "pgconn-probe-dns", width: 2)
+    /// Port checks for sessions backing off after a refused connect (``ReachabilityWatch``); each is bounded.
+    let reachabilityChecks = WorkerPool(name: "pgconn-reach", width: 1)
+    var reachability = ReachabilityWatch()
     var nextTicket: UInt64 = 0
     /// Lookups submitted and not answered, by ticket: which target asked.
     var pendingLookups: [UInt64: Int] = [:]
@@ -96,6 +100,7 @@ final class MonitorLoop: @unchecked Sendable {
         probeLookups.shutdown()
         files.shutdown()
         connects.shutdown()
+        reachabilityChecks.shutdown()
         cancels.shutdown(dropQueued: false)
     }
 
@@ -178,6 +183,7 @@ final class MonitorLoop: @unchecked Sendable {
                 probeLookups.shutdown()
                 files.shutdown()
                 connects.shutdown()  // every slot is closed: no step left to run
+                reachabilityChecks.shutdown()
                 cancels.shutdown(dropQueued: false)  // the cancels of queries the stop left running
                 running = false
             case .reload(let config, let completion):
@@ -195,6 +201,8 @@ final class MonitorLoop: @unchecked Sendable {
                 startProbe(order, completion, now: now)
             case .connectStep(let id, let role, let ticket, let status):
                 connectStepFinished(id: id, role: role, ticket: ticket, status, now: now)
+            case .endpointChecked(let endpoint, let accepts):
+                endpointChecked(endpoint, accepts: accepts, now: now)
             }
         }
     }
@@ -203,6 +211,10 @@ final class MonitorLoop: @unchecked Sendable {
         while let entry = timers.popDue(now: now) {
             if entry.tag.kind == .probe {
                 if let run = probeRuns[entry.tag.id] { probeDeadlinePassed(run, now: now) }
+                continue
+            }
+            if entry.tag.kind == .reachability {
+                reachabilityTimerFired(at: entry.deadline, now: now)
                 continue
             }
             guard let target = targetsByID[entry.tag.id] else { continue }
@@ -229,7 +241,7 @@ final class MonitorLoop: @unchecked Sendable {
                 // Stays set until the read is answered, so only one check is in flight.
                 guard target.scheduledCredentialCheck == entry.deadline else { continue }
                 checkCredentials(target)
-            case .probe:
+            case .probe, .reachability:
                 break  // handled above
             }
         }

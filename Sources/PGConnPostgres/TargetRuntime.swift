@@ -9,6 +9,8 @@ struct TimerTag: Sendable {
         case credentials
         /// A deadline of an on-demand probe (``ProbeRun``): its own or one of its waiters'.
         case probe
+        /// The loop's one timer for checking the ports of sessions backing off after a refused connect (id 0).
+        case reachability
     }
 
     var id: Int
@@ -107,6 +109,8 @@ final class TargetRuntime {
     var scheduledSession: MonotonicInstant?
     var scheduledLogin: MonotonicInstant?
     var scheduledCredentialCheck: MonotonicInstant?
+    /// Where the session's last connect went, when libpq was given a single server (``Endpoint/of(values:hostaddr:)``).
+    var endpoint: Endpoint?
     /// Whether sessions send `statement_timeout`/`lock_timeout` as startup options; false once the server (a
     /// pooler) refused them.
     var sendsServerTimeouts = true

@@ -66,6 +66,27 @@ import Testing
         #expect(newStart > startTime, "a new postmaster start time marks the restart")
     }
 
+    /// A backoff that has grown long (here a step of 60 s after the first) does not hold the session back once
+    /// the server listens again: the port check sees it and the session reconnects at once, with no connect
+    /// attempt in between.
+    @Test func aLongRefusedBackoffEndsWhenTheServerListensAgain() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let slow = BackoffConfig(initial: .milliseconds(100), max: .seconds(60), multiplier: 600, jitter: 0)
+        let fixture = try MonitorFixture([try testTarget("db", dsn: server.dsn(password: Self.superuser), backoff: slow)])
+        try fixture.await("db") { $0.isSessionUp }
+
+        try server.stopFast()
+        try fixture.await("db") { $0.connectionFailures[.refused, default: 0] >= 1 && $0.backoff == 60 }
+        let waiting = fixture.series("db")
+        try server.start()
+        let recovery = try fixture.await("db", timeout: .seconds(20)) { $0.isSessionUp }
+        print("recover from a 60 s backoff: \(recovery.milliseconds) ms after the server accepted connections again")
+        let after = fixture.series("db")
+        #expect(after.connectionAttempts - waiting.connectionAttempts <= 2, "the wake's connect, and one if starting up")
+        #expect(after.outages == 1)
+    }
+
     @Test func crashOfAnotherBackendIsACrashShutdown() throws {
         let server = try TestPostgres.start()
         defer { server.cleanup() }

@@ -259,6 +259,49 @@ import Testing
         #expect(machine.credentialsChanged(now: at(70.2)) == Machine.Output(), "only a credential failure waits for it")
     }
 
+    @Test func aPortThatAcceptsAgainEndsALongRefusedBackoffAndRestartsTheSchedule() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connectFailed(refused, now: at(0.1))
+        #expect(machine.backoffDelay == .seconds(1))
+        #expect(machine.isWaitingOnReachability, "a wait of a second is worth watching the port")
+        _ = machine.timerFired(now: at(1.1))
+        _ = machine.connectFailed(refused, now: at(1.2))
+        #expect(machine.backoffDelay == .seconds(2))
+
+        let woken = machine.endpointReachable(now: at(1.5))
+        #expect(woken.actions == [.openConnection])
+        #expect(woken.observations == [.connectionAttempt, .stateChanged(from: .backoff, to: .connecting, failure: nil)])
+        #expect(machine.endpointReachable(now: at(1.6)) == Machine.Output(), "only a backoff is cut short")
+
+        // The server listens but is still starting: the schedule starts again from its first step.
+        let starting = Failure(reason: .startingUp, sqlstate: "57P03", message: "the database system is starting up")
+        _ = machine.connectFailed(starting, now: at(1.6))
+        #expect(machine.backoffDelay == .seconds(1))
+        #expect(!machine.isWaitingOnReachability, "the port accepts already: only the backoff applies")
+        #expect(machine.endpointReachable(now: at(1.7)) == Machine.Output())
+    }
+
+    @Test func onlyLongRefusedWaitsAreWatched() {
+        let quick = TargetConfig(
+            name: "quick", dsn: "host=db", summary: Self.config.summary,
+            backoff: BackoffConfig(initial: .milliseconds(250), max: .seconds(5), multiplier: 2, jitter: 0))
+        var machine = Machine(config: quick, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connectFailed(refused, now: at(0))
+        #expect(!machine.isWaitingOnReachability, "250ms simply runs out")
+        _ = machine.timerFired(now: at(0.25))
+        _ = machine.connectFailed(refused, now: at(0.25))
+        #expect(!machine.isWaitingOnReachability, "500ms too")
+        _ = machine.timerFired(now: at(0.75))
+        _ = machine.connectFailed(Failure(reason: .timeout, message: "connect timed out"), now: at(0.75))
+        #expect(machine.backoffDelay == .seconds(1))
+        #expect(!machine.isWaitingOnReachability, "a host that does not answer is not checked")
+        _ = machine.timerFired(now: at(1.75))
+        _ = machine.connectFailed(Failure(reason: .auth, message: "password authentication failed"), now: at(1.75))
+        #expect(!machine.isWaitingOnReachability, "nor one that refuses the password")
+    }
+
     @Test func aNewPostmasterStartTimeIsAServerRestart() {
         var machine = Machine(config: Self.config, seed: 1)
         _ = machine.start(now: at(0))

@@ -23,10 +23,12 @@ import Testing
             _ targets: [TargetConfig], server: ScriptedServer, maxConcurrentConnects: Int = 64,
             maxConcurrentProbes: Int = 32,
             lookUp: @escaping @Sendable (String) -> Result<String, Failure> = { _ in .success("192.0.2.1") },
-            readPassword: @escaping @Sendable (PasswordSource) -> Result<String?, Failure> = { _ in .success(nil) }
+            readPassword: @escaping @Sendable (PasswordSource) -> Result<String?, Failure> = { _ in .success(nil) },
+            accepts: @escaping @Sendable (Endpoint) -> Bool = { _ in false }
         ) throws {
             self.server = server
-            let environment = MonitorEnvironment(connections: server, lookUp: lookUp, readPassword: readPassword)
+            let environment = MonitorEnvironment(
+                connections: server, lookUp: lookUp, readPassword: readPassword, accepts: accepts)
             monitor = try Monitor(
                 config: ValidatedConfig(targets: targets), metrics: metrics,
                 logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, environment: environment, seed: 7,
@@ -63,14 +65,14 @@ import Testing
     static func target(
         _ name: String, host: String = "192.0.2.1", query: String = "SELECT 1", interval: Duration = .milliseconds(50),
         timeout: Duration = .milliseconds(40), connectTimeout: Duration = .milliseconds(200),
-        password: PasswordSource = .none
+        password: PasswordSource = .none, backoff: BackoffConfig? = nil
     ) -> TargetConfig {
         TargetConfig(
             name: name, dsn: "host=\(host) port=5432 user=u dbname=\(name)",
             summary: DSNSummary(host: host, port: "5432", database: name, user: "u", sslmode: "prefer"),
             password: password, query: query, probeInterval: interval, probeTimeout: timeout,
             connectTimeout: connectTimeout, loginInterval: .zero,
-            backoff: BackoffConfig(initial: .milliseconds(20), max: .milliseconds(40), multiplier: 2, jitter: 0))
+            backoff: backoff ?? BackoffConfig(initial: .milliseconds(20), max: .milliseconds(40), multiplier: 2, jitter: 0))
     }
 
     @Test func admissionBoundsConnectsInProgressAndLetsTheRestTakeTurns() throws {
@@ -276,6 +278,45 @@ import Testing
         password.withLock { $0 = "right" }
         try harness.await("up within a credential check") { harness.series("db").probes >= 1 }
         #expect(harness.series("db").connectionFailures[.auth, default: 0] == 1, "no retry with the old password")
+    }
+
+    /// A server that refuses, then listens again: sessions in a long backoff reconnect as soon as a port check
+    /// sees it accept, one check per endpoint at a time however many targets share it, and no connect meanwhile.
+    @Test func aPortThatAcceptsAgainEndsTheRefusedBackoffOfEverySessionOnIt() throws {
+        struct Checks { var listening = false, byEndpoint: [Endpoint: Int] = [:], inFlight = 0, mostInFlight = 0 }
+        let checks = Mutex(Checks())
+        let long = BackoffConfig(initial: .seconds(60), max: .seconds(60), multiplier: 2, jitter: 0)
+        let server = ScriptedServer(connect: { _ in
+            checks.withLock { $0.listening }
+                ? .ready : .fail(Failure(reason: .refused, message: "Connection refused"))
+        })
+        let harness = try Harness(
+            [
+                Self.target("a", host: "192.0.2.1", backoff: long), Self.target("b", host: "192.0.2.1", backoff: long),
+                Self.target("c", host: "192.0.2.2", backoff: long),
+            ], server: server,
+            accepts: { endpoint in
+                let listening = checks.withLock { checks in
+                    checks.byEndpoint[endpoint, default: 0] += 1
+                    checks.inFlight += 1
+                    checks.mostInFlight = max(checks.mostInFlight, checks.inFlight)
+                    return checks.listening
+                }
+                checks.withLock { $0.inFlight -= 1 }
+                return listening
+            })
+        let shared = Endpoint.tcp(address: "192.0.2.1", port: 5432)
+        try harness.await("both endpoints checked a few times") {
+            checks.withLock { $0.byEndpoint[shared, default: 0] >= 3 && $0.byEndpoint.count == 2 }
+        }
+        #expect(server.snapshot.started == 3, "no connect while the port refuses: one attempt per backoff step")
+        #expect(harness.series("a").backoff == 60)
+        checks.withLock { $0.listening = true }
+        try harness.await("every session up long before its minute of backoff") {
+            ["a", "b", "c"].allSatisfy { harness.series($0).probes >= 1 }
+        }
+        #expect(server.snapshot.started == 6, "one connect each once the port accepts")
+        #expect(checks.withLock { $0.mostInFlight } == 1)
     }
 }
 

@@ -50,14 +50,14 @@ final class MonitorFixture: @unchecked Sendable {
 func testTarget(
     _ name: String, dsn: String, password: PasswordSource = .none, query: String = "SELECT 1",
     probeInterval: Duration = .milliseconds(200), probeTimeout: Duration = .milliseconds(150),
-    connectTimeout: Duration = .seconds(2), loginInterval: Duration = .zero, expect: ExpectedRole = .any
+    connectTimeout: Duration = .seconds(2), loginInterval: Duration = .zero, expect: ExpectedRole = .any,
+    backoff: BackoffConfig = BackoffConfig(initial: .milliseconds(50), max: .milliseconds(400), multiplier: 2, jitter: 0.2)
 ) throws -> TargetConfig {
     let summary = try DSNParser.parse(dsn).get()
     return TargetConfig(
         name: name, dsn: dsn, summary: summary, password: password, query: query, probeInterval: probeInterval,
         probeTimeout: probeTimeout, connectTimeout: connectTimeout, loginInterval: loginInterval,
-        backoff: BackoffConfig(initial: .milliseconds(50), max: .milliseconds(400), multiplier: 2, jitter: 0.2),
-        keepalives: .default, expect: expect)
+        backoff: backoff, keepalives: .default, expect: expect)
 }
 
 extension TargetSeries {

@@ -45,11 +45,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // The log line writer thread: the executable's only I/O on stderr, in a module so tests can reach it.
-        .target(name: "PGConnLog", swiftSettings: swiftSettings),
+        .target(name: "PGConnLog", dependencies: ["CLinux"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "pgconn_exporter",
             dependencies: [
-                "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnLog",
+                "CLinux", "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,3 +1,4 @@
+import CLinux
 import Dispatch
 import Foundation
 import Glibc
@@ -48,8 +49,11 @@ public final class LogWriter: Sendable {
         self.fileDescriptor = fileDescriptor
         self.capacity = capacity
         self.onDrop = onDrop
-        let thread = Thread { [self] in run() }
-        thread.name = "log-writer"
+        let thread = Thread { [self] in
+            pgconn_name_thread("pgconn-log")
+            run()
+        }
+        thread.name = "pgconn-log"
         thread.start()
     }
 

@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import PGConnCore
 
@@ -64,16 +65,16 @@ package enum Endpoint: Hashable, Sendable, CustomStringConvertible {
             family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { Glibc.close(fd) }
-        let started = connect(
+        let error = pgconn_connect(
             fd, address.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
-        if started == 0 { return true }
-        guard errno == EINPROGRESS || errno == EAGAIN else { return false }
+        if error == 0 { return true }
+        guard error == EINPROGRESS || error == EAGAIN else { return false }
         var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
         let milliseconds = Int32(clamping: max(1, timeout.nanoseconds / 1_000_000))
         guard poll(&ready, 1, milliseconds) == 1 else { return false }
-        var error: Int32 = 0
+        var pending: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 else { return false }
-        return error == 0
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &pending, &length) == 0 else { return false }
+        return pending == 0
     }
 }

@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import Glibc
 public import Logging
@@ -91,6 +92,7 @@ public final class Monitor: Sendable {
     public func start() {
         guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let thread = Thread { [loop, finished] in
+            pgconn_name_thread("pgconn-monitor")
             loop.run()
             finished.signal()
         }

@@ -1,3 +1,4 @@
+import CLinux
 import Dispatch
 import Foundation
 import Synchronization
@@ -27,8 +28,14 @@ final class WorkerPool: Sendable {
     init(name: String, width: Int) {
         self.width = width
         for index in 0..<width {
-            let thread = Thread { [self] in work() }
-            thread.name = "\(name)-\(index)"
+            let threadName = "\(name)-\(index)"
+            let thread = Thread { [self] in
+                // Linux keeps 15 bytes of a thread's name (`top -H`, `/proc/PID/task/*/comm`): drop the prefix if need be.
+                let short = threadName.utf8.count > 15 ? String(threadName.dropFirst("pgconn-".count)) : threadName
+                pgconn_name_thread(short)
+                work()
+            }
+            thread.name = threadName
             thread.start()
         }
     }

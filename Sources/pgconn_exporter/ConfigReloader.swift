@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import Logging
 import PGConnCore
@@ -46,6 +47,7 @@ final class ConfigReloader: Sendable {
     func watch(every interval: Duration) {
         lastSeen.withLock { $0 = try? ConfigLoader.readFile(file).get().hashValue }
         let thread = Thread { [self] in
+            pgconn_name_thread("pgconn-watch")
             while true {
                 Thread.sleep(forTimeInterval: interval.seconds)
                 guard case .success(let bytes) = ConfigLoader.readFile(file) else { continue }
@@ -56,7 +58,7 @@ final class ConfigReloader: Sendable {
                 if changed { _ = reload(trigger: "auto") }
             }
         }
-        thread.name = "pgconn-config-watch"
+        thread.name = "pgconn-watch"
         thread.start()
     }
 

@@ -6,7 +6,7 @@ extension MonitorLoop {
     /// Opens the slot's connection when its turn comes (at once if fewer than the limit are connecting).
     func open(_ slot: ConnectionSlot, of target: TargetRuntime, now: MonotonicInstant) {
         close(slot, of: target)
-        if admission.request(target.token(slot.role)) {
+        if admission.request(target.token(slot.role), priority: slot.role == .login ? .deferrable : .urgent) {
             slot.admission = .holding
             begin(slot, of: target, now: now)
         } else {

@@ -6,7 +6,9 @@ import Testing
     @Test func admitsUpToTheLimitThenQueuesInOrder() {
         var admission = ConnectAdmission<Int>(limit: 2)
         let asked = [1, 2, 3, 4, 1, 3].map { admission.request($0) }
-        #expect(asked == [true, true, false, false, true, false], "a key already connecting keeps its turn; asking twice queues once")
+        #expect(
+            asked == [true, true, false, false, true, false],
+            "a key already connecting keeps its turn; asking twice queues once")
         #expect(admission.waitingCount == 2)
         let finished = [1, 2, 3].map { admission.finish($0) }
         #expect(finished == [[3], [4], []])
@@ -47,5 +49,31 @@ import Testing
         }
         #expect(started == Array(0..<5000))
         #expect(admission.inFlight.isEmpty && admission.waitingCount == 0)
+    }
+
+    @Test func urgentConnectsGoBeforeDeferrableOnesThatWaitedLonger() {
+        var admission = ConnectAdmission<Int>(limit: 1)
+        let asked = [
+            admission.request(1), admission.request(10, priority: .deferrable),
+            admission.request(11, priority: .deferrable), admission.request(2), admission.request(3),
+        ]
+        #expect(asked == [true, false, false, false, false])
+        #expect(admission.waitingCount == 4)
+        let order = [1, 2, 3, 10, 11].map { admission.finish($0) }
+        #expect(order == [[2], [3], [10], [11], []], "sessions first, then the login checks in their order")
+        #expect(admission.waitingCount == 0)
+    }
+
+    @Test func aWithdrawnDeferrableKeyLosesItsPlaceToo() {
+        var admission = ConnectAdmission<Int>(limit: 1)
+        let asked = [
+            admission.request(1), admission.request(10, priority: .deferrable),
+            admission.request(11, priority: .deferrable),
+        ]
+        #expect(asked == [true, false, false])
+        let withdrawn = admission.finish(10)
+        #expect(withdrawn == [])
+        let next = admission.finish(1)
+        #expect(next == [11])
     }
 }

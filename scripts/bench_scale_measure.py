@@ -200,6 +200,27 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+THREAD_GROUPS = (("connect-", "connect"), ("pgconn-monitor", "loop"), ("MHD-", "http"))
+
+
+def thread_cpu_seconds(pid):
+    """utime + stime by kind of thread, from the names the exporter gives its threads (/proc/PID/task/*/comm):
+    `loop` (the I/O thread), `connect` (connect workers: SCRAM), `http` (libmicrohttpd) and `other` (the page
+    refresher on dispatch threads, DNS, files, logs)."""
+    groups = {"loop": 0.0, "connect": 0.0, "http": 0.0, "other": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
+        groups[group] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return groups
+
+
 def proc_status_bytes(pid, key):
     """A `kB` line of /proc/PID/status (VmRSS, VmHWM) in bytes."""
     with open(f"/proc/{pid}/status") as f:
@@ -405,6 +426,7 @@ def cmd_steady(args):
     bouncer, server = pollers(args, 1.0)
     try:
         first = exporter.snapshot()
+        threads0 = thread_cpu_seconds(exporter.pid)
         cpu0, bcpu0, t0 = proc_cpu_seconds(exporter.pid), proc_cpu_seconds(args.bouncer_pid), time.time()
         overdue = [first["single"].get("pgconn_exporter_loop_overdue_seconds", 0.0)]
         waiting = [first["single"].get("pgconn_exporter_connects_waiting", 0.0)]
@@ -425,6 +447,7 @@ def cmd_steady(args):
                 next_scrape += args.scrape_every
         last = exporter.snapshot()
         cpu1, bcpu1, t1 = proc_cpu_seconds(exporter.pid), proc_cpu_seconds(args.bouncer_pid), time.time()
+        threads1 = thread_cpu_seconds(exporter.pid)
         overdue.append(last["single"].get("pgconn_exporter_loop_overdue_seconds", 0.0))
         rss.append(proc_status_bytes(exporter.pid, "VmRSS"))
     finally:
@@ -437,6 +460,7 @@ def cmd_steady(args):
         "window_s": window,
         "cpu_cores": (cpu1 - cpu0) / (t1 - t0),
         "bouncer_cpu_cores": (bcpu1 - bcpu0) / (t1 - t0),
+        "thread_cores": {g: (threads1[g] - threads0[g]) / (t1 - t0) for g in threads0},
         "rss_end": rss[-1],
         "rss_max": max(rss),
         "lag": lag_window(first, last),
@@ -706,6 +730,15 @@ def cmd_report(args):
         w = f"{s['window_s']:.0f} s"
         row(f"steady ({w}): CPU of the exporter", f"{s['cpu_cores']:.3f} core "
             f"({1e6 * s['cpu_cores'] / n:.0f} µs/s a target)", "< 0.5 core", verdict(s["cpu_cores"] < 0.5))
+        if "thread_cores" in s:
+            tc = s["thread_cores"]
+            per_login = tc["connect"] * s["window_s"] / s["login_checks"] if s["login_checks"] else 0
+            row("steady: CPU by thread", f"loop {tc['loop']:.3f}, connect workers {tc['connect']:.3f} "
+                f"({1e3 * per_login:.1f} ms a login check), HTTP {tc['http']:.3f}, other (page refresher, ...) "
+                f"{tc['other']:.3f}")
+            rest = s["cpu_cores"] - tc["connect"]
+            row("steady: CPU apart from the login checks' connects", f"{rest:.3f} core", "< 0.5 core",
+                verdict(rest < 0.5))
         row("steady: RSS (VmRSS at the end / max)", f"{fmt_mb(s['rss_end'])} / {fmt_mb(s['rss_max'])} "
             f"({s['rss_end'] / n / 1e3:.1f} kB a target)", "< 250 MB", verdict(s["rss_max"] < 250e6))
         row("steady: loop lag p99", lag_text(s["lag"]), "< 20 ms", lag_verdict(s["lag"]))

@@ -8,7 +8,6 @@
 #include <sys/timerfd.h>
 #include <netinet/tcp.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 
 /*
  * epoll_ctl returning 0 or the errno of the failure. Swift code must not read errno after a C call returns:
@@ -19,11 +18,6 @@ static inline int pgconn_epoll_ctl(int epfd, int op, int fd, uint32_t events, ui
     event.events = events;
     event.data.u64 = token;
     return epoll_ctl(epfd, op, fd, op == EPOLL_CTL_DEL ? NULL : &event) == 0 ? 0 : errno;
-}
-
-/* connect(2) returning 0 or its errno (see above). */
-static inline int pgconn_connect(int fd, const struct sockaddr *address, socklen_t length) {
-    return connect(fd, address, length) == 0 ? 0 : errno;
 }
 
 /*

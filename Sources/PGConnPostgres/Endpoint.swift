@@ -1,4 +1,3 @@
-import CLinux
 import Glibc
 import PGConnCore
 
@@ -65,16 +64,20 @@ package enum Endpoint: Hashable, Sendable, CustomStringConvertible {
             family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { Glibc.close(fd) }
-        let error = pgconn_connect(
-            fd, address.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
-        if error == 0 { return true }
-        guard error == EINPROGRESS || error == EAGAIN else { return false }
+        let sockaddrPointer = address.baseAddress!.assumingMemoryBound(to: sockaddr.self)
+        // No errno read (the runtime may change it first): whether the connect is done, failed at once, or in
+        // progress, the socket is writable after it, and connected only if it has a peer.
+        if connect(fd, sockaddrPointer, socklen_t(address.count)) == 0 { return true }
         var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
         let milliseconds = Int32(clamping: max(1, timeout.nanoseconds / 1_000_000))
         guard poll(&ready, 1, milliseconds) == 1 else { return false }
         var pending: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &pending, &length) == 0 else { return false }
-        return pending == 0
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &pending, &length) == 0, pending == 0 else { return false }
+        var peer = sockaddr_storage()
+        var peerLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        return withUnsafeMutablePointer(to: &peer) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &peerLength) == 0 }
+        }
     }
 }

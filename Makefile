@@ -2,7 +2,7 @@
 #
 # Variables: SWIFT (the swift driver), SWIFT_FLAGS (extra flags for swift build/test, e.g.
 # `--scratch-path .build-x`), TEST_FILTER (passed to `swift test --filter`), CONFIG (for check-config),
-# BENCH_SCALE (0: `make bench` skips the scale benchmark).
+# BENCH_SCALE (0: `make bench` skips the scale benchmark), BENCH_DETECT (0: `make bench` skips bench-detect).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -13,6 +13,7 @@ SWIFT_FLAGS ?=
 TEST_FILTER ?=
 CONFIG ?= config/pgconn_exporter.yml
 BENCH_SCALE ?= 1
+BENCH_DETECT ?= 1
 
 # libpq-dev, libmicrohttpd-dev: build; postgresql(-contrib): the servers the tests and `make run` start;
 # prometheus: promtool for `promtool check metrics`; prometheus-postgres-exporter: comparisons; pgbouncer: the
@@ -25,7 +26,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config bench bench-scale bench-scale-run bench-memory screenshot \
+.PHONY: help deps deps-test install-packages build run test check-config bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
 	dashboard-images clean
 
 help: ## List the targets.
@@ -79,10 +80,18 @@ check-config: build ## Validate CONFIG (default config/pgconn_exporter.yml, plac
 	bin="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter"; \
 	"$$bin" --config.check --config.file="$$tmp/config.yml" && echo "check-config: $(CONFIG) is valid"
 
-bench: deps build ## Compare with postgres_exporter (BENCH_TARGETS=10), then bench-scale (BENCH_SCALE=0 skips it).
+bench: deps build ## Compare with postgres_exporter (BENCH_TARGETS=10), then bench-detect and bench-scale (BENCH_DETECT=0, BENCH_SCALE=0 skip them).
 	@$(MAKE) --no-print-directory install-packages PACKAGES='wrk'
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/bench.sh
+	@if [ '$(BENCH_DETECT)' != 0 ]; then $(MAKE) --no-print-directory bench-detect-run; fi
 	@if [ '$(BENCH_SCALE)' != 0 ]; then $(MAKE) --no-print-directory bench-scale-run; fi
+
+bench-detect: deps build ## Faults (terminate, shutdown, outages, black hole) seen by pgconn, postgres_exporter, sql_exporter.
+	@$(MAKE) --no-print-directory bench-detect-run
+
+bench-detect-run:
+	@$(MAKE) --no-print-directory install-packages PACKAGES='prometheus-sql-exporter'
+	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/bench-detect.sh
 
 bench-scale: deps build ## Thousands of targets through PgBouncer (BENCH_SCALE_TARGETS="1000 5000"); docs/benchmarks.md.
 	@$(MAKE) --no-print-directory bench-scale-run

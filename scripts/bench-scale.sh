@@ -48,6 +48,8 @@ BOUNCER_BIN=${PGBOUNCER_BIN:-/usr/sbin/pgbouncer}
 MEASURE=$ROOT/scripts/bench_scale_measure.py
 # shellcheck source=lib-postgres.sh
 source "$ROOT/scripts/lib-postgres.sh"
+# shellcheck source=lib-bench.sh
+source "$ROOT/scripts/lib-bench.sh"
 
 say() { printf 'bench-scale: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -109,20 +111,7 @@ BOUNCER_WRAPPER_PIDS=()
 STORM_PID=
 
 # ---------------------------------------------------------------------------------------------------------------
-# Process lifecycle
-
-stop_pid() { # stop_pid PID NAME [SIGNAL]: SIGNAL (default TERM), up to 10 s, then SIGKILL
-    local pid=$1 name=$2 signal=${3:-TERM}
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill "-$signal" "$pid" 2>/dev/null || return 0
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    say "$name (pid $pid) did not stop within 10s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# Process lifecycle (stop_pid, sql, require_alive: scripts/lib-bench.sh)
 
 # Starts PgBouncer in the foreground of its own session (as the postgres OS user when root: it refuses root) and
 # waits (10 ms steps, 30 s at most) until it answers on its port and has written its PID file; sets BOUNCER_PID
@@ -165,32 +154,11 @@ cleanup() {
     [[ -n $PGCONN_PID ]] && stop_pid "$PGCONN_PID" pgconn_exporter
     stop_bouncer
     pg_shutdown
-    if ((status != 0 && status != 130 && status != 143)); then
-        local log
-        for log in "$SERVER_LOG" "$BOUNCER_LOG" "$PGCONN_LOG"; do
-            [[ -s $log ]] || continue
-            say "last lines of $(basename "$log"):"
-            tail -n 15 "$log" >&2
-        done
-    fi
-    rm -rf "$WORK"
-    say "stopped every process started; removed $WORK"
-    exit "$status"
+    bench_cleanup_end "$status" "$SERVER_LOG" "$BOUNCER_LOG" "$PGCONN_LOG"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-sql() { pg_psql -At -v ON_ERROR_STOP=1 -c "$1"; } # sql STATEMENT: as the superuser, unaligned output
-
-# Fails with the exporter's log if it died: a crash under the benchmark is a result to report, not to hide.
-require_alive() {
-    kill -0 "$PGCONN_PID" 2>/dev/null && return 0
-    local status=0
-    wait "$PGCONN_PID" || status=$?
-    PGCONN_PID=
-    die "pgconn_exporter exited (status $status) during: $1"
-}
 
 measure() { python3 "$MEASURE" "$@"; }
 exporter_args() { echo --address "127.0.0.1:$PGCONN_PORT" --pid "$PGCONN_PID" --targets "$TARGETS"; }
@@ -351,9 +319,7 @@ LIBPQ_VERSION=$(label libpq_version)
 BUILD=$(label version)
 BOUNCER_VERSION=$("$BOUNCER_BIN" --version | head -n 1 | awk '{ print $2 }')
 DATE=$(date -u +'%Y-%m-%d %H:%M UTC')
-CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-MEM_TOTAL=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-MACHINE="$(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL RAM, Linux $(uname -r); PostgreSQL $PG_VERSION,"
+MACHINE="$(bench_machine); PostgreSQL $PG_VERSION,"
 MACHINE+=" PgBouncer $BOUNCER_VERSION, libpq ${LIBPQ_VERSION:-?}; pgconn_exporter ${BUILD:-?}"
 MACHINE+=" ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 MACHINE+="; open files $NOFILE; load average (1, 5, 15 min) $LOAD_AT_START at the start,"
@@ -383,7 +349,7 @@ if [[ -n $DOC ]]; then
         cat "$RESULTS/table.md"
         echo "<!-- /bench-scale:$TARGETS -->"
     } >"$RESULTS/block.md"
-    [[ -f $DOC ]] || printf '# Benchmarks\n\n<!-- bench-scale:results -->\n' >"$DOC"
-    measure record --doc "$DOC" --targets "$TARGETS" --block-file "$RESULTS/block.md"
+    bench_record "$DOC" "<!-- bench-scale:$TARGETS -->" "<!-- /bench-scale:$TARGETS -->" \
+        "<!-- bench-scale:results -->" "$RESULTS/block.md"
     say "recorded in ${DOC#"$ROOT"/}"
 fi

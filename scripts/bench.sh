@@ -33,6 +33,8 @@ PROBE_INTERVAL=1s
 LOGIN_INTERVAL_SECONDS=10
 # shellcheck source=lib-postgres.sh
 source "$ROOT/scripts/lib-postgres.sh"
+# shellcheck source=lib-bench.sh
+source "$ROOT/scripts/lib-bench.sh"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -60,20 +62,8 @@ PGE_PID=
 RECOVERY_PID=
 
 # ---------------------------------------------------------------------------------------------------------------
-# Process lifecycle (the server: scripts/lib-postgres.sh; the exporters: foreground children stopped by PID).
-
-stop_pid() { # stop_pid PID NAME: SIGTERM, up to 10 s, then SIGKILL
-    local pid=$1 name=$2
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    say "$name (pid $pid) did not stop within 10s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# Process lifecycle (the server: scripts/lib-postgres.sh; the exporters: foreground children stopped by PID with
+# stop_pid from scripts/lib-bench.sh, which also has sql and require_alive).
 
 cleanup() {
     local status=$?
@@ -82,17 +72,7 @@ cleanup() {
     [[ -n $PGE_PID ]] && stop_pid "$PGE_PID" postgres_exporter
     [[ -n $PGCONN_PID ]] && stop_pid "$PGCONN_PID" pgconn_exporter
     pg_shutdown
-    if ((status != 0 && status != 130 && status != 143)); then
-        local log
-        for log in "$SERVER_LOG" "$PGCONN_LOG" "$PGE_LOG"; do
-            [[ -s $log ]] || continue
-            say "last lines of $(basename "$log"):"
-            tail -n 15 "$log" >&2
-        done
-    fi
-    rm -rf "$WORK"
-    say "stopped every process started; removed $WORK"
-    exit "$status"
+    bench_cleanup_end "$status" "$SERVER_LOG" "$PGCONN_LOG" "$PGE_LOG"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -100,17 +80,6 @@ trap 'exit 143' TERM
 
 # Starts the postmaster on $PORT with room for every target's session and login check (see pg_start_server).
 start_server() { pg_start_server -c max_connections="$MAX_CONNECTIONS"; }
-
-sql() { pg_psql -At -v ON_ERROR_STOP=1 -c "$1"; } # sql STATEMENT: as the superuser, unaligned output
-
-# Fails with the exporter's log if it died: a crash under the benchmark is a result to report, not to hide.
-require_alive() {
-    kill -0 "$PGCONN_PID" 2>/dev/null && return 0
-    local status=0
-    wait "$PGCONN_PID" || status=$?
-    PGCONN_PID=
-    die "pgconn_exporter exited (status $status) during: $1"
-}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Measurements: python3, stdlib only. Each subcommand prints space-separated numbers for `read`.
@@ -560,9 +529,7 @@ TABLE=$(
     row "password changed: login metric" "pgconn_login_up $(login_text)" "(none)"
 )
 DATE=$(date -u +'%Y-%m-%d %H:%M UTC')
-CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-MEM_TOTAL=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-MACHINE="$(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL RAM, Linux $(uname -r); PostgreSQL $PG_VERSION, libpq $LIBPQ_VERSION"
+MACHINE="$(bench_machine); PostgreSQL $PG_VERSION, libpq $LIBPQ_VERSION"
 MACHINE+=", libmicrohttpd $MHD_VERSION; pgconn_exporter $PGCONN_BUILD, postgres_exporter $PGE_VERSION"
 MACHINE+="; load average (1, 5, 15 min) $LOAD_AT_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 NOTES=$(
@@ -590,7 +557,7 @@ echo "$NOTES"
 echo
 
 if [[ -n $DOC ]]; then
-    BLOCK=$(
+    {
         echo "<!-- bench:$TARGETS begin -->"
         echo "### $TARGETS targets ($DATE)"
         echo
@@ -600,21 +567,9 @@ if [[ -n $DOC ]]; then
         echo
         echo "$NOTES"
         echo "<!-- bench:$TARGETS end -->"
-    )
-    [[ -f $DOC ]] || printf '# Benchmarks\n\n<!-- bench:results -->\n' >"$DOC"
+    } >"$WORK/block.md"
     # Replaces this target count's block, or adds it before the results marker (which stays last).
-    BLOCK=$BLOCK python3 - "$DOC" "$TARGETS" <<'PY'
-import os, re, sys
-path, n = sys.argv[1], sys.argv[2]
-text, block = open(path).read(), os.environ["BLOCK"]
-pattern = re.compile(rf"<!-- bench:{n} begin -->.*?<!-- bench:{n} end -->", re.S)
-if pattern.search(text):
-    text = pattern.sub(lambda _: block, text)
-elif "<!-- bench:results -->" in text:
-    text = text.replace("<!-- bench:results -->", block + "\n\n<!-- bench:results -->")
-else:
-    text = text.rstrip("\n") + "\n\n" + block + "\n"
-open(path, "w").write(text)
-PY
+    bench_record "$DOC" "<!-- bench:$TARGETS begin -->" "<!-- bench:$TARGETS end -->" "<!-- bench:results -->" \
+        "$WORK/block.md"
     say "recorded in ${DOC#"$ROOT"/}"
 fi

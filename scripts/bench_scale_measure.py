@@ -1,9 +1,9 @@
 """Measurements for scripts/bench-scale.sh (python3, stdlib only).
 
 Each subcommand measures one phase against a running pgconn_exporter and writes its figures as JSON; `report`
-turns them into the table (figure, goal, met or not) and the block in docs/benchmarks.md. The shell script owns
-every process (PostgreSQL, PgBouncer, the exporter); the psql pollers started here are children of this script
-and stopped by it. Every wait has a deadline.
+turns them into the table (figure, goal, met or not) that the script records in docs/benchmarks.md. The shell
+script owns every process (PostgreSQL, PgBouncer, the exporter); the psql pollers started here are children of
+this script and stopped by it. Every wait has a deadline.
 """
 
 import argparse
@@ -828,22 +828,6 @@ def cmd_report(args):
     print("\n".join(notes))
 
 
-def cmd_record(args):
-    """Replaces the `<!-- bench-scale:N -->` block of `doc` with `block_file`, or adds it before the
-    `<!-- bench-scale:results -->` marker (or at the end)."""
-    text, block = open(args.doc).read(), open(args.block_file).read().rstrip("\n")
-    n = args.targets
-    pattern = re.compile(rf"<!-- bench-scale:{n} -->.*?<!-- /bench-scale:{n} -->", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    elif "<!-- bench-scale:results -->" in text:
-        text = text.replace("<!-- bench-scale:results -->", block + "\n\n<!-- bench-scale:results -->")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(args.doc, "w") as f:
-        f.write(text)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -887,10 +871,6 @@ def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--targets", type=int, required=True)
     p.add_argument("--pool-size", type=int, required=True)
-    p = sub.add_parser("record")
-    p.add_argument("--doc", required=True)
-    p.add_argument("--targets", type=int, required=True)
-    p.add_argument("--block-file", required=True)
     args = parser.parse_args()
     globals()["cmd_" + args.command](args)
 

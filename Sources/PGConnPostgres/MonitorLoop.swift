@@ -227,6 +227,7 @@ final class MonitorLoop: @unchecked Sendable {
                     // The connect deadline passed while the name was still being looked up.
                     drive(target, target.session.connectFailed(Self.lookupTimedOut(target), now: now), now: now)
                 } else {
+                    readBeforeTimeout(target, now: now)
                     drive(target, target.session.timerFired(now: now), now: now)
                 }
             case .login:
@@ -245,6 +246,17 @@ final class MonitorLoop: @unchecked Sendable {
                 break  // handled above
             }
         }
+    }
+
+    /// A reply may be waiting in the socket of a query whose timeout is due: epoll hands out at most 256 ready
+    /// sockets a turn, and timers go first, so under a storm of thousands the reply could be read after its
+    /// timer and the probe fail as a false `timeout`. What has arrived is read first; a completed reply moves the
+    /// machine on, and its timer finds its deadline gone.
+    private func readBeforeTimeout(_ target: TargetRuntime, now: MonotonicInstant) {
+        let slot = target.sessionSlot
+        guard slot.stage == .established, slot.query != nil, slot.connection != nil else { return }
+        let event = Epoll.Event(token: target.token(.session), readable: true, writable: false, hangup: false)
+        sessionSocketReady(target, event, now: now)
     }
 
     static func lookupTimedOut(_ target: TargetRuntime) -> Failure {

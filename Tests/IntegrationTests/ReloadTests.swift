@@ -60,6 +60,14 @@ import Testing
         #expect(exporter.stderr().contains("--config.auto-reload-interval: must be 0s (off) or a duration of at least 100ms"))
     }
 
+    /// The exporter on `file`, listening on a free port.
+    func launch(_ file: String, in directory: TemporaryDirectory) throws -> (ExporterProcess, Int) {
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(file)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        return (exporter, port)
+    }
+
     func sessionPID(_ server: TestPostgres, database: String) throws -> String {
         try server.psql(
             "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_activity "
@@ -73,9 +81,7 @@ import Testing
         let directory = try TemporaryDirectory()
         let lean = "metrics: {histograms: off, reasons: seen}\n" + config(server, [("a", "postgres", "")])
         let file = try directory.write("config.yml", lean)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(file)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        let (exporter, port) = try launch(file, in: directory)
         defer { exporter.kill() }
         func metrics() throws -> String { try httpGet(port: port, path: "/metrics").body }
         try eventually(timeout: .seconds(20)) {
@@ -111,9 +117,7 @@ import Testing
         let file = try directory.write(
             "config.yml",
             config(server, [("a", "postgres", "    labels: {v: \"1\"}"), ("b", "template1", "")]))
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(file)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        let (exporter, port) = try launch(file, in: directory)
         defer { exporter.kill() }
         func metrics() throws -> String { try httpGet(port: port, path: "/metrics").body }
         try eventually(timeout: .seconds(20)) {

@@ -7,9 +7,10 @@ import Synchronization
 ///
 /// A render costs time in proportion to the series (about 27 ms for 1,000 targets), and a gzip as much again.
 /// So while requests keep coming, a refresher on a dispatch queue renders the page again after a pause of
-/// ``RefreshPolicy/pauseFactor`` times the last render's cost, its gzip included (within ``RefreshPolicy/minimumInterval`` and
-/// ``RefreshPolicy/maximumInterval``), which bounds the CPU it takes to a tenth of a core however many
-/// targets there are, and gzips it when recent requests asked for gzip. A scrape serves that page if it is
+/// ``RefreshPolicy/pauseFactor`` times the last render's cost, its gzip included (within
+/// ``RefreshPolicy/minimumInterval`` and ``RefreshPolicy/maximumInterval``), which bounds the CPU it takes to a
+/// tenth of a core up to a cost of half a second (about 5,000 targets with every series), and gzips it when recent
+/// requests asked for gzip. A scrape serves that page if it is
 /// younger than ``RefreshPolicy/maxAge(cost:)``, the most a page can age while the refresher runs. The values
 /// it shows are then that old at most: recorded observations, and what is computed at render time (staleness,
 /// the loop's overdue gauge, process stats).

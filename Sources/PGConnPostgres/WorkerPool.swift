@@ -30,7 +30,7 @@ final class WorkerPool: Sendable {
         for index in 0..<width {
             let threadName = "\(name)-\(index)"
             let thread = Thread { [self] in
-                // Linux keeps 15 bytes of a thread's name (`top -H`, `/proc/PID/task/*/comm`): drop the prefix if need be.
+                // Linux keeps 15 bytes of a thread's name (`top -H`, /proc/PID/task/*/comm): drop the prefix then.
                 let short = threadName.utf8.count > 15 ? String(threadName.dropFirst("pgconn-".count)) : threadName
                 pgconn_name_thread(short)
                 work()

@@ -78,8 +78,8 @@ public enum FailureClassifier {
     /// Classifies a failure: the given SQLSTATE wins, then one found in a verbose message, then the text.
     ///
     /// The returned message is one line: `LOCATION:` lines (source positions added by verbose mode) are
-    /// dropped, anything like `password=...` or a URI's `user:password@` is masked, whitespace runs become
-    /// one space, and the result is capped at ``maxMessageLength`` characters.
+    /// dropped, anything like `password=...` or a URI's `user:password@` is masked, messages on their own lines are
+    /// joined with "; " (an indented sentence with ". "), whitespace runs become one space, and the result is capped at ``maxMessageLength`` characters.
     public static func classify(sqlstate: String?, message: String) -> Failure {
         let text = oneLineMessage(message)
         if let given = sqlstate, let code = normalizedSQLState(given) {
@@ -96,7 +96,23 @@ public enum FailureClassifier {
         let kept = message.split(separator: "\n", omittingEmptySubsequences: false)
             .filter { !$0.drop(while: { $0 == " " || $0 == "\t" }).hasPrefix("LOCATION:") }
             .joined(separator: "\n")
-        let collapsed = maskingPasswords(kept).split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        // libpq starts each message (a host's attempt, DETAIL, LINE) on a line of its own and indents what
+        // continues one (a wrapped sentence, a hint): "; " between messages, ". " before an indented sentence,
+        // so "Connection refused\n\tIs the server running" reads "Connection refused. Is the server running".
+        var collapsed = ""
+        for line in maskingPasswords(kept).split(separator: "\n") {
+            let words = line.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+            guard !words.isEmpty else { continue }
+            if !collapsed.isEmpty {
+                let ended = collapsed.last.map { ".?!:;".contains($0) } ?? true
+                if line.first?.isWhitespace == false {
+                    collapsed += collapsed.hasSuffix(":") ? " " : "; "
+                } else {
+                    collapsed += !ended && words.first?.isUppercase == true ? ". " : " "
+                }
+            }
+            collapsed += words
+        }
         guard collapsed.count > maxMessageLength else { return collapsed }
         return String(collapsed.prefix(maxMessageLength - 1)) + "…"
     }

@@ -305,8 +305,8 @@ private enum Sample {
             Failure(
                 reason: .adminShutdown, sqlstate: "57P01",
                 message: """
-                    FATAL: 57P01: terminating connection due to administrator command server closed the connection \
-                    unexpectedly This probably means the server terminated abnormally before or while processing the \
+                    FATAL: 57P01: terminating connection due to administrator command; server closed the connection \
+                    unexpectedly. This probably means the server terminated abnormally before or while processing the \
                     request.
                     """)
         ),
@@ -315,8 +315,8 @@ private enum Sample {
             Failure(
                 reason: .idleTimeout, sqlstate: "57P05",
                 message: """
-                    FATAL: 57P05: terminating connection due to idle-session timeout server closed the connection \
-                    unexpectedly This probably means the server terminated abnormally before or while processing the \
+                    FATAL: 57P05: terminating connection due to idle-session timeout; server closed the connection \
+                    unexpectedly. This probably means the server terminated abnormally before or while processing the \
                     request.
                     """)
         ),
@@ -325,8 +325,8 @@ private enum Sample {
             Failure(
                 reason: .idleTimeout, sqlstate: "25P03",
                 message: """
-                    FATAL: 25P03: terminating connection due to idle-in-transaction timeout server closed the \
-                    connection unexpectedly This probably means the server terminated abnormally before or while \
+                    FATAL: 25P03: terminating connection due to idle-in-transaction timeout; server closed the \
+                    connection unexpectedly. This probably means the server terminated abnormally before or while \
                     processing the request.
                     """)
         ),
@@ -345,14 +345,14 @@ private enum Sample {
             "42601", Sample.syntaxError,
             Failure(
                 reason: .queryError, sqlstate: "42601",
-                message: "ERROR: 42601: syntax error at or near \"selec\" LINE 1: selec 1 ^")
+                message: "ERROR: 42601: syntax error at or near \"selec\"; LINE 1: selec 1 ^")
         ),
         (
             "57P01", Sample.serverClosed,
             Failure(
                 reason: .adminShutdown, sqlstate: "57P01",
                 message: """
-                    server closed the connection unexpectedly This probably means the server terminated abnormally \
+                    server closed the connection unexpectedly. This probably means the server terminated abnormally \
                     before or while processing the request.
                     """)
         ),
@@ -369,10 +369,10 @@ private enum Sample {
             Failure(
                 reason: .refused,
                 message: """
-                    connection to server at "localhost" (::1), port 1 failed: Connection refused Is the server running \
-                    on that host and accepting TCP/IP connections? connection to server at "localhost" (127.0.0.1), \
-                    port 1 failed: Connection refused Is the server running on that host and accepting TCP/IP \
-                    connections?
+                    connection to server at "localhost" (::1), port 1 failed: Connection refused. Is the server \
+                    running on that host and accepting TCP/IP connections?; connection to server at "localhost" \
+                    (127.0.0.1), port 1 failed: Connection refused. Is the server running on that host and accepting \
+                    TCP/IP connections?
                     """)
         ),
         (
@@ -380,8 +380,8 @@ private enum Sample {
             Failure(
                 reason: .auth, sqlstate: "28P01",
                 message: """
-                    connection to server at "localhost" (::1), port 5432 failed: Connection refused Is the server \
-                    running on that host and accepting TCP/IP connections? connection to server at "localhost" \
+                    connection to server at "localhost" (::1), port 5432 failed: Connection refused. Is the server \
+                    running on that host and accepting TCP/IP connections?; connection to server at "localhost" \
                     (127.0.0.1), port 5432 failed: FATAL: 28P01: password authentication failed for user "monitor"
                     """)
         ),
@@ -424,7 +424,7 @@ private enum Sample {
             "bad postgresql://db1/postgres?user=monitor&password=s3cret&sslmode=require",
             "bad postgresql://db1/postgres?user=monitor&password=***&sslmode=require"
         ),
-        ("sslpassword=abc\npassword=\"x y\"", "sslpassword=*** password=***"),
+        ("sslpassword=abc\npassword=\"x y\"", "sslpassword=***; password=***"),
         (
             "FATAL:  password authentication failed for user \"monitor\"",
             "FATAL: password authentication failed for user \"monitor\""

@@ -404,7 +404,7 @@ targets:
             s.start()
         time.sleep(2)  # a couple of 1 s scrapes before the first fault
 
-        results = {k: [] for k in ("term_count", "term_event", "shut_event", "long_event", "shut_count", "shut_down", "shut_back", "long_back",
+        results = {k: [] for k in ("term_count", "term_event", "shut_event", "shut_count", "shut_down", "shut_back", "long_back",
                                    "long_attempts", "long_steps", "hole_down", "hole_back")}
         seen = {k: [] for k in ("term", "shut_count", "shut_down", "shut_back", "long_back", "hole_down", "hole_back")}
 
@@ -442,7 +442,7 @@ targets:
             one_s("sql_exporter", "term", t, lambda v: v == 0)
             settle()
 
-        def shutdown_run(hold, event_key):
+        def shutdown_run(hold, event_key=None):
             """A fast shutdown, the server down for `hold` s, started again: the figures of one run."""
             before = value(pgconn_body(), "pgconn_disconnects_total", "direct")
             pid = server.postmaster_pid()
@@ -457,13 +457,11 @@ targets:
             if hold:
                 time.sleep(max(0.0, hold - (stopped - t)))
             attempts1 = value(pgconn_body(), "pgconn_connection_attempts_total", "direct")
-            server.procs.start("postgres", ["setsid"] + server.as_pg + [
-                f"{server.pg_bin}/postgres", "-D", server.data, "-p", str(server.port), "-k", server.sockets,
-                "-c", "listen_addresses=127.0.0.1"], log=server.log)
-            accepting = wait_for("PostgreSQL accepting", server.accepting, 30)
+            accepting = server.start()
             back = wait_for("pgconn_up 1", lambda: pgconn_up("direct") == 1 and now(), 30)
-            lost = lost_at(pgconn_port, "direct", wall)
-            results[event_key].append(None if lost is None else lost - wall)
+            if event_key:
+                lost = lost_at(pgconn_port, "direct", wall)
+                results[event_key].append(None if lost is None else lost - wall)
             return t, counted - t, down - t, accepting, back - accepting, attempts1 - attempts0, now() - t
 
         say(f"fast shutdown, {args.short_outage:.0f} s down, start x{args.runs}")
@@ -483,7 +481,7 @@ targets:
 
         say(f"outage of {args.long_outage:.0f} s x{long_runs}")
         for _ in range(long_runs):
-            t, _, _, accepting, back, attempts, _ = shutdown_run(args.long_outage, "long_event")
+            t, _, _, accepting, back, attempts, _ = shutdown_run(args.long_outage)
             results["long_back"].append(back)
             results["long_attempts"].append(attempts)
             time.sleep(1.5)
@@ -542,7 +540,7 @@ def backoff_steps(seconds):
 
 def report(args, results, seen, server, work):
     def ms(v):
-        return "-" if v is None else f"{1000 * v:.0f} ms"
+        return "-" if v is None else f"{round(1000 * v):d} ms"  # round(): no "-0 ms"
 
     def dist(values):
         return f"{ms(percentile(values, 50))} / {ms(percentile(values, 99))} / {ms(max(values) if values else None)}"

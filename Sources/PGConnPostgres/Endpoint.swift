@@ -33,8 +33,8 @@ package enum Endpoint: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Whether a connect to the endpoint completes within `timeout`: the server listens. Blocks up to `timeout`
-    /// (run it on a worker). The socket is closed at once without a byte sent; PostgreSQL logs nothing for such a
-    /// connection, and a refused one costs the server nothing at all.
+    /// (run it on a worker). The socket is closed at once without a byte sent: a refused one costs the server
+    /// nothing, an accepted one a backend that exits without an error (logged only with `log_connections`).
     package static func accepts(_ endpoint: Endpoint, timeout: Duration) -> Bool {
         switch endpoint {
         case .tcp(let address, let port):

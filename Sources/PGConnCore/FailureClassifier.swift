@@ -68,7 +68,10 @@ public enum FailureClassifier {
     /// more informative one, and an errno inside a TLS error (`SSL SYSCALL error: Connection reset by peer`)
     /// is not mistaken for a TLS problem.
     public static func reason(forLibpqMessage message: String) -> FailureReason {
-        let text = message.lowercased()
+        // Bytes, ASCII-lowercased: every rule is ASCII. Each failure on the I/O thread runs these 60-odd searches,
+        // so they must be cheap: String.contains went through Foundation's NSString search (the most expensive
+        // step of a disconnect during a 5,000-target storm).
+        let text = message.utf8.map(asciiLowercased)
         for rule in textRules where rule.matches(text) {
             return rule.reason
         }
@@ -166,12 +169,38 @@ extension FailureClassifier {
     private struct TextRule: Sendable {
         var reason: FailureReason
         /// Any one of these substrings selects the rule.
-        var anyOf: [String] = []
+        var anyOf: [[UInt8]]
         /// Each pair selects the rule when the text contains both parts, the first before the second.
-        var pairs: [(String, String)] = []
+        var pairs: [([UInt8], [UInt8])]
 
-        func matches(_ text: String) -> Bool {
-            anyOf.contains { text.contains($0) } || pairs.contains { text.contains(first: $0.0, before: $0.1) }
+        init(reason: FailureReason, anyOf: [String] = [], pairs: [(String, String)] = []) {
+            self.reason = reason
+            self.anyOf = anyOf.map { Array($0.utf8) }
+            self.pairs = pairs.map { (Array($0.0.utf8), Array($0.1.utf8)) }
+        }
+
+        func matches(_ text: [UInt8]) -> Bool {
+            anyOf.contains { firstEnd(of: $0, in: text, from: 0) != nil }
+                || pairs.contains { first, second in
+                    guard let end = firstEnd(of: first, in: text, from: 0) else { return false }
+                    return firstEnd(of: second, in: text, from: end) != nil
+                }
+        }
+
+        /// Where the first occurrence of `needle` at or after `start` ends, if there is one.
+        private func firstEnd(of needle: [UInt8], in text: [UInt8], from start: Int) -> Int? {
+            guard let head = needle.first, text.count - start >= needle.count else { return nil }
+            var index = start
+            let last = text.count - needle.count
+            while index <= last {
+                if text[index] == head {
+                    var matched = 1
+                    while matched < needle.count && text[index + matched] == needle[matched] { matched += 1 }
+                    if matched == needle.count { return index + needle.count }
+                }
+                index += 1
+            }
+            return nil
         }
     }
 
@@ -365,13 +394,5 @@ extension FailureClassifier {
 
     private static func asciiLowercased(_ byte: UInt8) -> UInt8 {
         (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte + 32 : byte
-    }
-}
-
-extension String {
-    /// Whether `first` occurs and `second` occurs somewhere after its first occurrence.
-    fileprivate func contains(first: String, before second: String) -> Bool {
-        guard let range = firstRange(of: first) else { return false }
-        return self[range.upperBound...].contains(second)
     }
 }

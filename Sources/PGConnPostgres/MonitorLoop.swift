@@ -248,7 +248,7 @@ final class MonitorLoop: @unchecked Sendable {
         }
     }
 
-    /// A reply may be waiting in the socket of a query whose timeout is due: epoll hands out at most 256 ready
+    /// A reply may be waiting in the socket of a query whose timeout is due: epoll hands out at most 64 ready
     /// sockets a turn, and timers go first, so under a storm of thousands the reply could be read after its
     /// timer and the probe fail as a false `timeout`. What has arrived is read first; a completed reply moves the
     /// machine on, and its timer finds its deadline gone.

@@ -104,7 +104,7 @@ final class ExpositionCache: Sendable {
             }
         guard gzip else { return (served.plain, false) }
         if let gzipped = served.gzipped { return (gzipped, true) }
-        guard let compressed = Gzip.compress(served.plain.bytes) else { return (served.plain, false) }
+        guard let compressed = served.plain.withUnsafeBytes({ Gzip.compress($0) }) else { return (served.plain, false) }
         let gzipped = SharedBytes(compressed)
         page.withLock { page in
             if page?.plain === served.plain && page?.gzipped == nil { page?.gzipped = gzipped }

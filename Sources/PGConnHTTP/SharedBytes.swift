@@ -21,6 +21,11 @@ public final class SharedBytes: @unchecked Sendable {
     /// The start of the bytes, valid for as long as this object lives.
     var baseAddress: UnsafeRawPointer { UnsafeRawPointer(memory.baseAddress!) }
 
+    /// Calls `body` with the bytes, valid only inside it.
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: memory.baseAddress, count: count))
+    }
+
     /// A copy, as an array.
     public var bytes: [UInt8] { Array(UnsafeRawBufferPointer(start: memory.baseAddress, count: count)) }
 }

@@ -2,7 +2,6 @@ import Foundation
 import Testing
 
 @testable import PGConnCore
-
 @testable import PGConnHTTP
 
 @Suite struct GzipTests {
@@ -28,10 +27,21 @@ import Testing
         #expect(try gunzip(try #require(Gzip.compress([]))) == "")
     }
 
+    /// The output starts at an eighth of the input and grows: input that hardly compresses makes it grow many times.
+    @Test func outputThatOutgrowsItsFirstBufferIsWholeAndCorrect() throws {
+        var generator = SystemRandomNumberGenerator()
+        let hex = Array("0123456789abcdef".utf8)
+        let text = String(decoding: (0..<300_000).map { _ in hex[Int(generator.next() % 16)] }, as: UTF8.self)
+        let compressed = try #require(Gzip.compress(Array(text.utf8)))
+        #expect(compressed.count > text.utf8.count / 3, "random hex keeps about half its size")
+        #expect(try gunzip(compressed) == text)
+    }
+
     @Test func theRouterCompressesMetricsOnlyWhenAsked() throws {
         let page = String(repeating: "pgconn_up{target=\"a\"} 1\n", count: 100)
         let router = ExporterRouter(
-            renderMetrics: { Array(page.utf8) }, isReady: { true }, health: { HealthSnapshot(targets: [], policy: HealthPolicy()) }, version: "test")
+            renderMetrics: { Array(page.utf8) }, isReady: { true },
+            health: { HealthSnapshot(targets: [], policy: HealthPolicy()) }, version: "test")
         let plain = router.handle(HTTPRequest(path: "/metrics"))
         #expect(plain.header("Content-Encoding") == nil)
         #expect(plain.body == Array(page.utf8))
@@ -41,18 +51,18 @@ import Testing
         #expect(try gunzip(gzipped.body) == page)
     }
 
-    /// Decompresses with the system's `gzip`, an independent reader of the format.
+    /// Decompresses with the system's `gzip`, an independent reader of the format. The input is a file, so a
+    /// large output cannot fill the pipe while the input is still being written.
     private func gunzip(_ bytes: [UInt8]) throws -> String {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("gzip-test-\(UUID().uuidString).gz")
+        try Data(bytes).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/gzip")
-        process.arguments = ["-dc"]
-        let input = Pipe()
+        process.arguments = ["-dc", file.path]
         let output = Pipe()
-        process.standardInput = input
         process.standardOutput = output
         try process.run()
-        input.fileHandleForWriting.write(Data(bytes))
-        try input.fileHandleForWriting.close()
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)

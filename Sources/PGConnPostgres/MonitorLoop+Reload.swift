@@ -1,6 +1,6 @@
-public import PGConnCore
-import Synchronization
 import Dispatch
+import PGConnCore
+import Synchronization
 
 /// What a reload did, by target name.
 public struct ReloadSummary: Sendable, Equatable {
@@ -87,7 +87,8 @@ extension MonitorLoop {
     /// Settings that do not touch the connection: the machines take them as they run. A changed login
     /// interval or connect timeout restarts the login schedule (closing a check in progress).
     private func reconfigure(_ target: TargetRuntime, _ config: TargetConfig, now: MonotonicInstant) {
-        let loginChanged = config.loginInterval != target.config.loginInterval
+        let loginChanged =
+            config.loginInterval != target.config.loginInterval
             || config.connectTimeout != target.config.connectTimeout
         target.config = config
         target.session.reconfigure(config)

@@ -198,7 +198,8 @@ import Testing
         #expect(metrics.status == 200)
         #expect(metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
         for line in [
-            #"pgconn_up{target="db"} 1"#, #"pgconn_login_up{target="db"} 1"#, #"pgconn_state{target="db",state="up"} 1"#,
+            #"pgconn_up{target="db"} 1"#, #"pgconn_login_up{target="db"} 1"#,
+            #"pgconn_state{target="db",state="up"} 1"#,
             #"pgconn_server_in_recovery{target="db"} 0"#,
             #"pgconn_target_info{target="db",host="127.0.0.1",port="\#(server.port)",database="postgres",user="monitor",sslmode="disable",cluster="main"} 1"#,
             #"pgconn_exporter_config_last_reload_successful 1"#,
@@ -404,7 +405,9 @@ import Testing
             return
         }
         let result = try runCommand(promtool, ["check", "metrics"], stdin: text)
-        #expect(result.status == 0 && result.stdout.isEmpty && result.stderr.isEmpty, "promtool: \(result.stdout)\(result.stderr)")
+        #expect(
+            result.status == 0 && result.stdout.isEmpty && result.stderr.isEmpty,
+            "promtool: \(result.stdout)\(result.stderr)")
     }
 }
 
@@ -441,7 +444,7 @@ final class ExporterProcess {
         environment: [String: String] = [:]
     ) throws {
         stderrURL = directory.url.appendingPathComponent("exporter.stderr")
-        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
         let binary = try ExporterBinary.url()
         if let first = launcher.first {
             process.executableURL = URL(fileURLWithPath: first)

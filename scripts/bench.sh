@@ -197,6 +197,26 @@ def cmd_label(url, name, label):
     print("")
 
 
+def cmd_first_success(url, start):
+    """Milliseconds from `start` (Unix time, taken just before the exporter was started) to the first and to the
+    last target's first successful probe, and how many targets had one: pgconn_last_success_timestamp_seconds,
+    read right after /-/ready, before a second probe (1 s later) can move it."""
+    status, body = get(url)
+    if status != 200:
+        raise RuntimeError(f"{url}: HTTP {status}")
+    name = "pgconn_last_success_timestamp_seconds"
+    stamps = [
+        float(line.rpartition(" ")[2])
+        for line in body.decode().splitlines()
+        if line.startswith(name + "{")
+    ]
+    stamps = [s for s in stamps if s > 0]
+    if not stamps:
+        print("nan nan 0")
+        return
+    print(f"{(min(stamps) - float(start)) * 1000:.0f} {(max(stamps) - float(start)) * 1000:.0f} {len(stamps)}")
+
+
 def cmd_lag(url):
     """From the histogram pgconn_exporter_loop_lag_seconds (how late the I/O thread's timers fire, so how
     saturated it is): timers fired, those later than 10 ms and than 100 ms, the mean lag in ms, the sum in s.
@@ -376,6 +396,7 @@ for _ in $(seq 3000); do
 done
 [[ -n $ready ]] || die "pgconn_exporter was not ready within 60s"
 PGCONN_READY_S=$(awk -v a="$started" -v b="$ready" 'BEGIN { printf "%.2f", b - a }')
+read -r FIRST_PROBE_MS ALL_FIRST_PROBE_MS FIRST_PROBED < <(measure first_success "$PGCONN_URL/metrics" "$started")
 read -r _ cpu_ready < <(measure proc "$PGCONN_PID")
 failures_ready=$(measure value "$PGCONN_URL/metrics" sum pgconn_probe_failures_total)
 read -r lag_count_ready lag_10_ready lag_100_ready _ lag_sum_ready < <(measure lag "$PGCONN_URL/metrics")
@@ -510,6 +531,7 @@ TABLE=$(
     row "CPU in the ${DURATION}s window" "${PGCONN_CPU_WINDOW}s (${PGCONN_CPU_PCT}% of a core)" "-"
     row "CPU total at the end (utime+stime)" "${PGCONN_CPU_END}s" "${PGE_CPU}s"
     row "time to /-/ready" "${PGCONN_READY_S}s" "-"
+    row "start to first probe success: first / all" "${FIRST_PROBE_MS} ms / ${ALL_FIRST_PROBE_MS} ms (${FIRST_PROBED} of $TARGETS)" "-"
     lag_window="$LAG_WINDOW_MEAN_MS ms / $((LAG_OVER_10MS - lag_10_ready)) / $((LAG_OVER_100MS - lag_100_ready))"
     row "loop lag (window): mean/>10ms/>100ms" "$lag_window of $LAG_WINDOW_COUNT" "-"
     row "loop lag (since start): mean/>10ms/>100ms" \

@@ -54,6 +54,10 @@ class Exporter:
         body = self.metrics()
         snap = parse_metrics(body)
         snap["time"] = time.time()
+        # The page is served ready, up to a few seconds old at thousands of targets: its counters are as of its
+        # render, which the newest probe success on it tells (every target probes every 5 s), not as of the GET.
+        if snap["newest_success"] is not None and snap["newest_success"] <= snap["time"]:
+            snap["time"] = snap["newest_success"]
         return snap
 
     def up_count(self):
@@ -99,6 +103,7 @@ SINGLE = {
     "process_open_fds",
 }
 LAG_BUCKET = "pgconn_exporter_loop_lag_seconds_bucket"
+LAST_SUCCESS = "pgconn_last_success_timestamp_seconds"
 
 
 def parse_metrics(body):
@@ -108,6 +113,7 @@ def parse_metrics(body):
     reasons = {name: {} for name in BY_REASON}
     single, lag = {}, {}
     series = 0
+    newest_success = None
     for line in body.decode().split("\n"):
         if not line or line[0] == "#":
             continue
@@ -125,6 +131,8 @@ def parse_metrics(body):
             reasons[name][reason] = reasons[name].get(reason, 0.0) + value
         elif name in SINGLE:
             single[name] = value
+        elif name == LAST_SUCCESS:
+            newest_success = value if newest_success is None else max(newest_success, value)
         elif name == LAG_BUCKET:
             start = key.find('le="') + len('le="')
             lag[key[start : key.index('"', start)]] = value
@@ -136,6 +144,7 @@ def parse_metrics(body):
         "lag": lag,
         "series": series,
         "bytes": len(body),
+        "newest_success": newest_success,
     }
 
 

@@ -447,6 +447,22 @@ private enum Sample {
         #expect(FailureClassifier.oneLineMessage(exact) == exact)
     }
 
+    /// Bytes in, the same text out: CRLF line ends, `LOCATION:` lines, an indented sentence that starts with a
+    /// non-ASCII capital (a localized server), and a cap counted in characters, not bytes.
+    @Test func linesOfAnyKindBecomeOneLine() {
+        #expect(
+            FailureClassifier.oneLineMessage("FATAL:  base inexistante\r\nLOCATION:  x.c:12\r\n")
+                == "FATAL: base inexistante")
+        #expect(
+            FailureClassifier.oneLineMessage("connexion refusée\n\tÉtes-vous sûr que le serveur tourne ?")
+                == "connexion refusée. Étes-vous sûr que le serveur tourne ?")
+        #expect(FailureClassifier.oneLineMessage("a:\nb\n  c\n\n  d.\n  E") == "a: b c d. E")
+        let wide = String(repeating: "é", count: 200)  // 400 bytes, 200 characters: not cut
+        #expect(FailureClassifier.oneLineMessage(wide) == wide)
+        let wider = String(repeating: "é", count: 301)
+        #expect(FailureClassifier.oneLineMessage(wider) == String(repeating: "é", count: 299) + "…")
+    }
+
     @Test func capsAfterMaskingSoNoPasswordSurvivesTheCut() {
         let message = String(repeating: "y", count: 280) + " password=0123456789abcdefghij"
         #expect(message.count > FailureClassifier.maxMessageLength)

@@ -83,7 +83,9 @@ struct ExpositionCacheTests {
     /// The refresher renders without a request while requests keep coming, and gzips when they asked for it.
     @Test func theRefresherRendersAheadOfTheRequests() throws {
         let world = World()
-        let cache = world.cache(refreshes: true)
+        var policy = ExpositionCache.RefreshPolicy()
+        policy.backgroundFrom = .zero  // the fake renders cost nothing
+        let cache = world.cache(refreshes: true, policy: policy)
         _ = cache.body(gzip: true)
         #expect(world.renderCount == 1)
         world.generation.wrappingAdd(1, ordering: .relaxed)
@@ -92,6 +94,21 @@ struct ExpositionCacheTests {
         #expect(world.renderCount == 2, "rendered by the refresher, after the store changed")
         let page = cache.body(gzip: true)
         #expect(page.gzipped && world.renderCount == 2, "served the refresher's page and its gzip")
+    }
+
+    /// A page cheaper than `backgroundFrom` is left to the requests: nothing renders between them, and a request
+    /// that finds the page too old renders a fresh one itself.
+    @Test func cheapPagesAreRenderedByTheRequestsOnly() throws {
+        let world = World()
+        let cache = world.cache(refreshes: true)
+        _ = cache.body(gzip: false)
+        #expect(world.renderCount == 1)
+        world.generation.wrappingAdd(1, ordering: .relaxed)
+        // Nothing to await: the refresher would have rendered within its 100 ms pause; give it three.
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(world.renderCount == 1, "no render without a request")
+        _ = cache.body(gzip: false)
+        #expect(world.renderCount == 2, "the request found the page too old and rendered it")
     }
 
     @Test func theGzipOfAPageIsMadeOnceAndMatchesIt() throws {

@@ -263,7 +263,7 @@ public enum ConfigLoader {
     // MARK: - Errors from outside the walk
 
     /// A YAML syntax error as one line: `YAML syntax error at line 3, column 8: <problem> (<context>)`.
-    private static func syntaxMessage(_ error: YamlError) -> String {
+    static func syntaxMessage(_ error: YamlError) -> String {
         func context(_ context: YamlError.Context?) -> String {
             guard let context else { return "" }
             return " (\(context.text) at line \(context.mark.line), column \(context.mark.column))"

@@ -15,10 +15,10 @@ CONFIG ?= config/pgconn_exporter.yml
 BENCH_SCALE ?= 1
 BENCH_DETECT ?= 1
 
-# libpq-dev, libmicrohttpd-dev: build; postgresql(-contrib): the servers the tests and `make run` start;
-# prometheus: promtool for `promtool check metrics`; prometheus-postgres-exporter: comparisons; pgbouncer: the
+# libpq-dev, libmicrohttpd-dev: build (libgnutls28-dev: HTTPS, libcrypt-dev: bcrypt for basic auth);
+# postgresql(-contrib): the servers the tests and `make run` start; prometheus: promtool for `promtool check metrics`; prometheus-postgres-exporter: comparisons; pgbouncer: the
 # pooler the tests put in front of PostgreSQL; zlib1g-dev: gzip; curl.
-APT_PACKAGES := libpq-dev libmicrohttpd-dev postgresql postgresql-contrib prometheus \
+APT_PACKAGES := libpq-dev libmicrohttpd-dev libgnutls28-dev libcrypt-dev postgresql postgresql-contrib prometheus \
 	prometheus-postgres-exporter pgbouncer zlib1g-dev curl
 # Only for `make test` and `make screenshot`: headless Chromium renders the status page.
 APT_TEST_PACKAGES := chromium

@@ -23,7 +23,9 @@ let package = Package(
     targets: [
         // C boundaries: one system library each, imported by exactly one Swift module.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
-        .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
+        // libmicrohttpd's HTTPS is GnuTLS; the module also reaches GnuTLS for certificates and client checks.
+        .systemLibrary(
+            name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev", "libgnutls28-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // epoll and timerfd, which Glibc does not expose.
         .systemLibrary(name: "CLinux"),

@@ -6,6 +6,8 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <microhttpd.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 
 /*
  * libmicrohttpd 0.9.71 turned the callbacks' and functions' `int` results into `enum MHD_Result`. Swift
@@ -15,6 +17,16 @@
 typedef enum MHD_Result pgconn_mhd_result;
 #else
 typedef int pgconn_mhd_result;
+/*
+ * MHD_get_connection_info is variadic: the connection's GnuTLS session, NULL over plain HTTP. libmicrohttpd
+ * creates it when it accepts the connection, before the connection-notification callback and the handshake,
+ * so the callback can still choose the session's credentials, priorities and client-certificate policy.
+ */
+static inline gnutls_session_t pgconn_mhd_tls_session(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    return info == NULL ? NULL : (gnutls_session_t)info->tls_session;
+}
+
 #endif
 static const pgconn_mhd_result PGCONN_MHD_YES = MHD_YES;
 static const pgconn_mhd_result PGCONN_MHD_NO = MHD_NO;
@@ -62,6 +74,16 @@ static inline int pgconn_mhd_listen_fd(struct MHD_Daemon *daemon) {
 static inline int pgconn_mhd_connection_fd(struct MHD_Connection *connection) {
     const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
     return info == NULL ? -1 : info->connect_fd;
+}
+
+/*
+ * MHD_get_connection_info is variadic: the connection's GnuTLS session, NULL over plain HTTP. libmicrohttpd
+ * creates it when it accepts the connection, before the connection-notification callback and the handshake,
+ * so the callback can still choose the session's credentials, priorities and client-certificate policy.
+ */
+static inline gnutls_session_t pgconn_mhd_tls_session(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    return info == NULL ? NULL : (gnutls_session_t)info->tls_session;
 }
 
 #endif

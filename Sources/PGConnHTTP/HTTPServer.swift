@@ -45,19 +45,24 @@ public final class HTTPServer: Sendable {
     public let listenAddress: String
     private let reply: @Sendable (HTTPRequest) -> HTTPReply
     private let configuredLimits: ConnectionLimits?
+    /// The credentials HTTPS connections get; `nil` serves plain HTTP. Replaced by `replaceTLS(_:)`.
+    private let tls: Mutex<TLSCredentials?>
     private let running = Mutex<Running?>(nil)
 
     /// - Parameters:
     ///   - limits: the connection limits; nil sizes them from the RLIMIT_NOFILE soft limit at each `start()`
     ///     (`ConnectionLimits.forThisProcess()`).
+    ///   - tls: serve HTTPS with these credentials (see `TLSCredentials`); `nil` for plain HTTP.
     ///   - reply: called on the HTTP thread for every request; must not block (see `HTTPReply`).
     public init(
         listenAddress: String,
         limits: ConnectionLimits? = nil,
+        tls: TLSCredentials? = nil,
         reply: @escaping @Sendable (HTTPRequest) -> HTTPReply
     ) {
         self.listenAddress = listenAddress
         self.configuredLimits = limits
+        self.tls = Mutex(tls)
         self.reply = reply
     }
 
@@ -65,9 +70,27 @@ public final class HTTPServer: Sendable {
     public convenience init(
         listenAddress: String,
         limits: ConnectionLimits? = nil,
+        tls: TLSCredentials? = nil,
         handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) {
-        self.init(listenAddress: listenAddress, limits: limits, reply: { .response(handler($0)) })
+        self.init(listenAddress: listenAddress, limits: limits, tls: tls, reply: { .response(handler($0)) })
+    }
+
+    /// Whether the server speaks HTTPS (fixed at `init`: libmicrohttpd cannot switch a daemon to TLS).
+    public var servesTLS: Bool { tls.withLock { $0 != nil } }
+
+    /// Gives the connections accepted from now on new credentials (a rotated certificate, another client CA or
+    /// TLS version range); connections already open keep theirs. Returns false, changing nothing, when the
+    /// server was made for plain HTTP.
+    @discardableResult
+    public func replaceTLS(_ credentials: TLSCredentials) -> Bool {
+        let replaced = tls.withLock { current in
+            guard current != nil else { return false }
+            current = credentials
+            return true
+        }
+        if replaced { running.withLock { $0?.dispatch.takeUnretainedValue().tls.withLock { $0 = credentials } } }
+        return replaced
     }
 
     deinit {
@@ -114,12 +137,14 @@ public final class HTTPServer: Sendable {
         try running.withLock { running throws(HTTPServerError) in
             precondition(running == nil, "HTTPServer.start() called twice on \(listenAddress)")
             let limits = configuredLimits ?? .forThisProcess()
-            let dispatch = Unmanaged.passRetained(RequestDispatch(reply: reply, limits: limits))
-            var (daemon, error) = Self.startDaemon(address, limits: limits, dispatch: dispatch)
+            let credentials = tls.withLock { $0 }
+            let dispatch = Unmanaged.passRetained(RequestDispatch(reply: reply, limits: limits, tls: credentials))
+            var (daemon, error) = Self.startDaemon(address, limits: limits, tls: credentials, dispatch: dispatch)
             if daemon == nil, error == EAFNOSUPPORT, address.host == .allInterfaces {
                 // No IPv6 on this machine: every IPv4 interface is the closest match to ":port".
                 (daemon, error) = Self.startDaemon(
-                    ListenAddress(host: .ipv4([0, 0, 0, 0]), port: address.port), limits: limits, dispatch: dispatch)
+                    ListenAddress(host: .ipv4([0, 0, 0, 0]), port: address.port), limits: limits, tls: credentials,
+                    dispatch: dispatch)
             }
             guard let daemon else {
                 dispatch.release()
@@ -171,6 +196,7 @@ public final class HTTPServer: Sendable {
     private static func startDaemon(
         _ address: ListenAddress,
         limits: ConnectionLimits,
+        tls: TLSCredentials?,
         dispatch: Unmanaged<RequestDispatch>
     ) -> (OpaquePointer?, Int32) {
         // MHD_ALLOW_SUSPEND_RESUME includes MHD_USE_ITC, the pipe through which a resume wakes the polling thread.
@@ -181,6 +207,11 @@ public final class HTTPServer: Sendable {
         case .ipv4: break
         case .ipv6: flags |= MHD_USE_IPv6.rawValue
         }
+        if tls != nil { flags |= MHD_USE_TLS.rawValue }
+        // libmicrohttpd needs a certificate and key to start TLS and reads them during MHD_start_daemon only,
+        // as NUL-terminated text; every connection is given `tls`'s own credentials before its handshake.
+        let certificate = (tls?.certificatePEM ?? []).map { CChar(bitPattern: $0) } + [0]
+        let key = (tls?.keyPEM ?? []).map { CChar(bitPattern: $0) } + [0]
         return address.withSocketAddress { socketAddress in
             var options = [
                 MHD_OptionItem(option: .CONNECTION_LIMIT, value: max(1, limits.total), ptr_value: nil),
@@ -196,12 +227,27 @@ public final class HTTPServer: Sendable {
                         option: .SOCK_ADDR, value: 0, ptr_value: UnsafeMutableRawPointer(mutating: socketAddress)
                     ))
             }
-            options.append(MHD_OptionItem(option: .END, value: 0, ptr_value: nil))
             var error: Int32 = 0
-            let daemon = options.withUnsafeMutableBufferPointer { options in
-                pgconn_mhd_start_daemon(
-                    flags, address.port, handleAccess, handleCompletion, handleConnectionEvent, dispatch.toOpaque(),
-                    options.baseAddress, &error)
+            let daemon = certificate.withUnsafeBufferPointer { certificate in
+                key.withUnsafeBufferPointer { key in
+                    if tls != nil {
+                        options.append(
+                            MHD_OptionItem(
+                                option: .HTTPS_MEM_CERT, value: 0,
+                                ptr_value: UnsafeMutableRawPointer(mutating: certificate.baseAddress)))
+                        options.append(
+                            MHD_OptionItem(
+                                option: .HTTPS_MEM_KEY, value: 0,
+                                ptr_value: UnsafeMutableRawPointer(mutating: key.baseAddress)
+                            ))
+                    }
+                    options.append(MHD_OptionItem(option: .END, value: 0, ptr_value: nil))
+                    return options.withUnsafeMutableBufferPointer { options in
+                        pgconn_mhd_start_daemon(
+                            flags, address.port, handleAccess, handleCompletion, handleConnectionEvent,
+                            dispatch.toOpaque(), options.baseAddress, &error)
+                    }
+                }
             }
             return (daemon, error)
         }
@@ -283,10 +329,13 @@ private final class RequestDispatch: Sendable {
     let drained = DispatchSemaphore(value: 0)
     /// `PendingRequest`s retained as libmicrohttpd's per-request pointer and not yet released.
     let openRequests = Atomic<Int>(0)
+    /// What a new HTTPS connection is given; `nil` over plain HTTP.
+    let tls: Mutex<TLSCredentials?>
 
-    init(reply: @escaping @Sendable (HTTPRequest) -> HTTPReply, limits: ConnectionLimits) {
+    init(reply: @escaping @Sendable (HTTPRequest) -> HTTPReply, limits: ConnectionLimits, tls: TLSCredentials?) {
         self.reply = reply
         self.deadlines = Mutex(RequestDeadlines(limit: limits.requestDeadline))
+        self.tls = Mutex(tls)
     }
 
     /// A deferred request's `respond`: resumes its connection when it is still waiting, else does nothing.
@@ -326,10 +375,23 @@ private func handleConnectionEvent(
     case .CONNECTION_NOTIFY_STARTED:
         let socket = pgconn_mhd_connection_fd(connection)
         guard socket >= 0 else { return }
+        if let session = pgconn_mhd_tls_session(connection), let credentials = dispatch.tls.withLock({ $0 }) {
+            // The connection keeps the credentials it started with alive (its socket context) until it closes.
+            guard let socketContext, credentials.apply(to: session) else {
+                // Never let the handshake run on libmicrohttpd's own credentials, which check no client.
+                _ = shutdown(socket, Int32(SHUT_RDWR))
+                return
+            }
+            socketContext.pointee = Unmanaged.passRetained(credentials).toOpaque()
+        }
         let now = monotonicNow()
         dispatch.deadlines.withLock { $0.opened(key, socket: socket, now: now) }
     default:
         dispatch.deadlines.withLock { $0.closed(key) }
+        if let socketContext, let retained = socketContext.pointee {
+            Unmanaged<TLSCredentials>.fromOpaque(retained).release()
+            socketContext.pointee = nil
+        }
     }
 }
 

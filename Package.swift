@@ -27,6 +27,8 @@ let package = Package(
         .systemLibrary(
             name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev", "libgnutls28-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // libxcrypt's crypt_r, for the bcrypt hashes of basic-auth users.
+        .systemLibrary(name: "CCrypt", pkgConfig: "libcrypt", providers: [.apt(["libcrypt-dev"])]),
         // epoll and timerfd, which Glibc does not expose.
         .systemLibrary(name: "CLinux"),
 
@@ -43,7 +45,7 @@ let package = Package(
         ),
         .target(
             name: "PGConnHTTP",
-            dependencies: ["CMicroHTTPD", "CZlib", "PGConnCore"],
+            dependencies: ["CMicroHTTPD", "CZlib", "CCrypt", "PGConnCore"],
             swiftSettings: swiftSettings
         ),
         // The log line writer thread: the executable's only I/O on stderr, in a module so tests can reach it.

@@ -27,6 +27,16 @@ struct PGConnExporter: ParsableCommand {
     @Option(name: .customLong("web.telemetry-path"), help: "Path under which to expose metrics.")
     var telemetryPath = "/metrics"
 
+    @Option(
+        name: .customLong("web.config.file"),
+        help: "Path to a web config (exporter-toolkit format) for TLS, basic auth and headers; empty: plain HTTP.")
+    var webConfigFile = ""
+
+    @Option(
+        name: .customLong("web.auth-exempt-path"),
+        help: "A path answered without basic auth, e.g. /-/healthy for a load balancer (repeatable).")
+    var authExemptPaths: [String] = []
+
     @Option(name: .customLong("log.level"), help: "Only log messages at or above this level: debug, info, warn, error.")
     var logLevel = "info"
 
@@ -91,6 +101,9 @@ struct PGConnExporter: ParsableCommand {
         guard (1...10_000).contains(probeMaxConcurrent) else {
             throw ValidationError("--probe.max-concurrent: must be between 1 and 10000 (got \(probeMaxConcurrent))")
         }
+        for path in authExemptPaths where !path.hasPrefix("/") {
+            throw ValidationError("--web.auth-exempt-path: must start with \"/\" (got \"\(path)\")")
+        }
         guard telemetryPath.hasPrefix("/"), telemetryPath.count > 1 else {
             throw ValidationError(
                 "--web.telemetry-path: must start with \"/\" and name a path (got \"\(telemetryPath)\")")
@@ -123,6 +136,15 @@ struct PGConnExporter: ParsableCommand {
             for message in error.messages { Self.printError("\(configFile): \(message)") }
             throw ExitCode.failure
         }
+        var web = WebSetup.plain
+        if !webConfigFile.isEmpty {
+            switch WebSetup.load(path: webConfigFile) {
+            case .success(let setup): web = setup
+            case .failure(let error):
+                for message in error.messages { Self.printError("\(webConfigFile): \(message)") }
+                throw ExitCode.failure
+            }
+        }
         if configCheck {
             var line =
                 "\(configFile): valid, \(config.targets.count) target(s): \(config.targets.map(\.name).joined(separator: ", "))"
@@ -131,6 +153,11 @@ struct PGConnExporter: ParsableCommand {
                 line += "; \(config.modules.count) module(s): \(config.modules.map(\.name).joined(separator: ", "))"
             }
             print(line)
+            if !webConfigFile.isEmpty {
+                print(
+                    "\(webConfigFile): valid, \(web.tls == nil ? "plain HTTP" : "HTTPS"), \(web.config.basicAuthUsers.count) basic auth user(s), \(web.config.headers.count) header(s)"
+                )
+            }
             return
         }
 
@@ -178,7 +205,10 @@ struct PGConnExporter: ParsableCommand {
                 },
                 timeoutOffset: (try? Duration(prometheus: probeTimeoutOffset)) ?? .milliseconds(500)),
             version: Self.version)
-        let server = HTTPServer(listenAddress: listenAddress, reply: router.reply)
+        let gate = WebGate(
+            WebGate.Settings(
+                users: web.config.basicAuthUsers, headers: web.config.headers, exemptPaths: Set(authExemptPaths)))
+        let server = HTTPServer(listenAddress: listenAddress, tls: web.tls, reply: gate.wrap(router.reply))
         do {
             try server.start()
         } catch {
@@ -194,6 +224,18 @@ struct PGConnExporter: ParsableCommand {
                 "config_file": "\(configFile)",
                 "shard": "\(shard.map { "\($0) (\(configured) targets in the file)" } ?? "all")",
             ])
+        if !webConfigFile.isEmpty {
+            var metadata: Logger.Metadata = [
+                "file": "\(webConfigFile)", "tls": "\(web.tls != nil)", "users": "\(web.config.basicAuthUsers.count)",
+                "auth_exempt_paths": "\(authExemptPaths.joined(separator: ","))",
+            ]
+            if let tls = web.tls {
+                metadata["client_auth"] = "\(web.config.tls?.clientAuth.rawValue ?? "")"
+                metadata["certificate_sha256"] = "\(tls.fingerprint)"
+                metadata["certificate_not_after"] = "\(WebReloader.timestamp(tls.notAfter))"
+            }
+            logger.info("web config loaded", metadata: metadata)
+        }
         if let limits = server.limits {
             logger.info(
                 "HTTP connection limits",
@@ -207,7 +249,17 @@ struct PGConnExporter: ParsableCommand {
         if let interval = try? Duration(prometheus: autoReloadInterval), interval > .zero {
             reloader.watch(every: interval)
         }
-        let signal = Self.waitForTermination { _ = reloader.reload(trigger: "SIGHUP") }
+        let webReloader =
+            webConfigFile.isEmpty
+            ? nil
+            : WebReloader(
+                path: webConfigFile, initial: web, server: server, gate: gate, exemptPaths: Set(authExemptPaths),
+                logger: logger)
+        webReloader?.watch()
+        let signal = Self.waitForTermination {
+            _ = reloader.reload(trigger: "SIGHUP")
+            webReloader?.reload(trigger: "SIGHUP")
+        }
         logger.info("shutting down", metadata: ["signal": "\(signal)"])
         server.stop()
         monitor.stop()

@@ -165,6 +165,7 @@ public enum WebConfigLoader {
 
     private static func readTLS(_ node: Node, directory: String, reader: inout ConfigReader) -> TLSServerSettings? {
         let section = "tls_server_config"
+        let reported = reader.messages.count
         guard let entries = reader.mapping(node, at: section) else { return nil }
         var inline: [String: String] = [:]
         var files: [String: String] = [:]
@@ -228,12 +229,14 @@ public enum WebConfigLoader {
                 "\(clientAuth.rawValue) needs client_ca_file (the authority that signs client certificates)")
         }
         guard let certificate, let key else {
+            // exporter-toolkit serves plain HTTP when no certificate is configured; a part already reported
+            // above (a bad value, both forms given) is not reported again as missing.
             if certificate == nil, key == nil, inline["cert"] == nil, files["cert"] == nil, inline["key"] == nil,
-                files["key"] == nil
+                files["key"] == nil, reader.messages.count == reported
             {
-                // exporter-toolkit serves plain HTTP when no certificate is configured.
                 return nil
             }
+            if reader.messages.count > reported { return nil }
             reader.report(
                 section, certificate == nil ? "key given without cert_file" : "cert_file given without key_file")
             return nil

@@ -75,12 +75,15 @@ let package = Package(
             dependencies: ["PGConnPostgres", "PGConnCore", "PGConnTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         .testTarget(name: "PGConnLogTests", dependencies: ["PGConnLog"], swiftSettings: swiftSettings),
-        .testTarget(name: "PGConnHTTPTests", dependencies: ["PGConnHTTP", "PGConnCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "PGConnHTTPTests", dependencies: ["PGConnHTTP", "PGConnCore", "PGConnTestSupport"],
+            swiftSettings: swiftSettings),
         // Needs a real PostgreSQL (started by the tests themselves) and the built executable.
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "PGConnCore", "PGConnPostgres", "PGConnHTTP", .product(name: "Logging", package: "swift-log"),
+                "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnTestSupport",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,5 +1,6 @@
 import Foundation
 import PGConnCore
+import PGConnTestSupport
 import Testing
 
 @testable import PGConnHTTP

@@ -152,7 +152,8 @@ import Testing
         #expect(Base64.decode("Y") == nil)
         #expect(Base64.decode("YQ===") == nil)
         #expect(Base64.decode("Y*Q=") == nil)
-        #expect(BasicCredentials(header: "basic  cHJvbTpodW50ZXIy ") == BasicCredentials(header: "Basic cHJvbTpodW50ZXIy"))
+        #expect(
+            BasicCredentials(header: "basic  cHJvbTpodW50ZXIy ") == BasicCredentials(header: "Basic cHJvbTpodW50ZXIy"))
         let parsed = BasicCredentials(header: Self.basic("prom", "a:b:c"))
         #expect(parsed?.user == "prom" && parsed?.password == "a:b:c")
     }

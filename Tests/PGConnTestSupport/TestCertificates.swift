@@ -1,19 +1,18 @@
-import Foundation
-import Testing
+public import Foundation
 
 /// A throwaway PKI made with the openssl command line: a CA, a server certificate for 127.0.0.1 and
 /// localhost, and a client certificate, all signed by the CA, in a temporary directory removed by `remove()`.
-struct TestCertificates {
-    let directory: URL
+public struct TestCertificates: Sendable {
+    public let directory: URL
 
-    var caCertificate: String { path("ca.crt") }
-    var serverCertificate: String { path("server.crt") }
-    var serverKey: String { path("server.key") }
-    var clientCertificate: String { path("client.crt") }
-    var clientKey: String { path("client.key") }
+    public var caCertificate: String { path("ca.crt") }
+    public var serverCertificate: String { path("server.crt") }
+    public var serverKey: String { path("server.key") }
+    public var clientCertificate: String { path("client.crt") }
+    public var clientKey: String { path("client.key") }
 
     /// - Parameter name: distinguishes the CA's subject, so two sets do not trust each other.
-    init(name: String = "pgconn test CA") throws {
+    public init(name: String = "pgconn test CA") throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("pgconn-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try openssl([
@@ -24,11 +23,11 @@ struct TestCertificates {
         try issue("client", subject: "/CN=prometheus", extensions: "extendedKeyUsage=clientAuth")
     }
 
-    func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+    public func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
-    func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: name))) }
+    public func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: name))) }
 
-    func remove() { try? FileManager.default.removeItem(at: directory) }
+    public func remove() { try? FileManager.default.removeItem(at: directory) }
 
     private func issue(_ name: String, subject: String, extensions: String) throws {
         try openssl([
@@ -50,13 +49,13 @@ struct TestCertificates {
     }
 }
 
-struct TestCertificateError: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
+public struct TestCertificateError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
 }
 
 /// Runs a command to its end and returns its exit status and its output (stdout and stderr together).
-func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+public func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -70,7 +69,7 @@ func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, 
 }
 
 /// curl over HTTPS: the HTTP status (0 when no response came: TLS refused, connection closed) and the body.
-func curl(_ url: String, _ options: [String] = []) throws -> (status: Int, body: String) {
+public func curl(_ url: String, _ options: [String] = []) throws -> (status: Int, body: String) {
     let result = try run(
         "/usr/bin/curl", ["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"] + options + [url])
     let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)

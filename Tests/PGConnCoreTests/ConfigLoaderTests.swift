@@ -165,6 +165,8 @@ struct InvalidConfigCase: Sendable, CustomTestStringConvertible {
                 #"targets[0].name: "db one" may only contain letters, digits, "_", "." and "-""#,
                 "targets[1].name: must be at most 64 characters (got 69)",
                 #"targets[2].name: "prod/eu" may only contain letters, digits, "_", "." and "-""#,
+                // A DSN where the name goes may hold a password: described, not echoed.
+                #"targets[3].name: a name that looks like a connection string may only contain letters, digits, "_", "." and "-""#,
             ]),
         .init(
             "invalid-password.yml",

@@ -41,7 +41,8 @@ public enum ConfigLoader {
     ) -> ValidatedConfig? {
         guard
             let entries = reader.mapping(
-                root, at: "", expected: "a mapping with defaults, health, metrics, modules and targets at the top level",
+                root, at: "",
+                expected: "a mapping with defaults, health, metrics, modules and targets at the top level",
                 revealing: false)
         else { return nil }
         for (key, _) in entries where !topLevelKeys.contains(key) {
@@ -202,7 +203,11 @@ public enum ConfigLoader {
                 && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)
                     || "_.-".unicodeScalars.contains(scalar))
         }
-        return allowed ? nil : "\"\(name)\" may only contain letters, digits, \"_\", \".\" and \"-\""
+        if allowed { return nil }
+        // A connection string written as a name may hold a password: it is described, not echoed.
+        let looksLikeDSN = name.contains("://") || name.contains("=") || name.contains("@")
+        let shown = looksLikeDSN ? "a name that looks like a connection string" : "\"\(name)\""
+        return "\(shown) may only contain letters, digits, \"_\", \".\" and \"-\""
     }
 
     /// A string that is neither empty nor a key written without a value.

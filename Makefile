@@ -14,19 +14,25 @@ TEST_FILTER ?=
 CONFIG ?= config/pgconn_exporter.yml
 BENCH_SCALE ?= 1
 BENCH_DETECT ?= 1
+PREFIX ?= /usr/local
+SYSCONFDIR ?=
+DESTDIR ?=
+BIN ?=
+DEB_DIR ?= .build/deb
 
 # libpq-dev, libmicrohttpd-dev: build (libgnutls28-dev: HTTPS, libcrypt-dev: bcrypt for basic auth);
 # postgresql(-contrib): the servers the tests and `make run` start; prometheus: promtool for `promtool check metrics`; prometheus-postgres-exporter: comparisons; pgbouncer: the
 # pooler the tests put in front of PostgreSQL; zlib1g-dev: gzip; curl.
 APT_PACKAGES := libpq-dev libmicrohttpd-dev libgnutls28-dev libcrypt-dev postgresql postgresql-contrib prometheus \
 	prometheus-postgres-exporter pgbouncer zlib1g-dev curl
-# Only for `make test` and `make screenshot`: headless Chromium renders the status page.
-APT_TEST_PACKAGES := chromium
+# Only for `make test` and `make screenshot`: headless Chromium renders the status page; systemd-analyze checks the
+# service unit; dpkg-dev builds the .deb (dpkg-shlibdeps).
+APT_TEST_PACKAGES := chromium systemd dpkg-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
+.PHONY: help deps deps-test install-packages build run test check-config install deb bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
 	dashboard-images clean
 
 help: ## List the targets.
@@ -57,17 +63,23 @@ build: ## Build the release binary .build/release/pgconn_exporter (Swift runtime
 run: deps build ## Start a throwaway PostgreSQL and run the exporter on :9818 (PGCONN_LISTEN overrides).
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/run-local.sh
 
-test: deps-test ## Run every test, serially (integration tests start their own PostgreSQL servers).
+test: deps-test ## Run every test, serially (integration tests start their own PostgreSQL servers), then the .deb's.
 	@mkdir -p $(dir $(TEST_LOG))
 	@bin="$$($(SWIFT) build --show-bin-path $(SWIFT_FLAGS))"; \
 	status=0; \
 	PGCONN_EXPORTER_BIN="$$bin/pgconn_exporter" \
 		$(SWIFT) test --no-parallel $(SWIFT_FLAGS) $(if $(TEST_FILTER),--filter '$(TEST_FILTER)') 2>&1 \
 		| tee $(TEST_LOG) || status=$$?; \
+	package=0; \
+	if [ -z '$(TEST_FILTER)' ]; then \
+		{ $(MAKE) --no-print-directory deb && scripts/test-package.sh; } 2>&1 | tee -a $(TEST_LOG) || package=$$?; \
+	fi; \
 	echo; echo "======== test summary ($(TEST_LOG)) ========"; \
 	grep -E 'recorded an issue|failed after|error: |Test run with' $(TEST_LOG) | tail -n 40 || true; \
 	total=$$(sed -nE 's/.*Test run with ([0-9]+) tests? .*/\1/p' $(TEST_LOG) | tail -n 1); \
 	failed=$$(grep -E '^✘ Test .* failed after' $(TEST_LOG) | grep -v '^✘ Test run with' | sort -u | wc -l || true); \
+	grep -E '^test-package: (FAILED|every check)' $(TEST_LOG) || true; \
+	if (( status == 0 && package != 0 )); then status=$$package; fi; \
 	if (( status == 0 )); then echo "make test: PASSED"; else echo "make test: FAILED (exit $$status)"; fi; \
 	echo "tests: $$(( $${total:-0} - $${failed:-0} )) passed, $${failed:-0} failed"; \
 	exit $$status
@@ -119,6 +131,16 @@ bench-memory: deps-test ## Resident memory of full event rings at 1,000 targets 
 
 screenshot: deps-test build ## Render the status page with 3 targets in headless Chromium into docs/status-page.png.
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/screenshot.sh
+
+install: ## Install binary, systemd unit, config and docs (PREFIX=/usr/local, SYSCONFDIR, DESTDIR, BIN).
+	@if [ -z '$(BIN)' ]; then $(MAKE) --no-print-directory build; fi
+	BIN='$(or $(BIN),$(RELEASE_BIN))' PREFIX='$(PREFIX)' SYSCONFDIR='$(SYSCONFDIR)' DESTDIR='$(DESTDIR)' \
+		scripts/install.sh
+
+deb: ## Build the Debian package into .build/deb (DEB_DIR; BIN: a release binary to package instead of building).
+	@$(MAKE) --no-print-directory install-packages PACKAGES='dpkg-dev'
+	@if [ -z '$(BIN)' ]; then $(MAKE) --no-print-directory build; fi
+	BIN='$(or $(BIN),$(RELEASE_BIN))' DEB_DIR='$(DEB_DIR)' scripts/make-deb.sh
 
 clean: ## Remove build products (keeps the downloaded dependencies).
 	$(SWIFT) package clean $(SWIFT_FLAGS)

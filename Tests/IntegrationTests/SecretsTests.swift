@@ -55,6 +55,36 @@ import Testing
         #expect(try value(#"pgconn_login_failures_total{target="db",reason="auth"}"#) ?? 0 == 0)
     }
 
+    /// With no password configured, libpq's own `passfile` (or `~/.pgpass`) still supplies it, on the connect
+    /// workers: the exporter does not get in its way.
+    @Test func libpqsPassfileStillWorks() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        try server.psql("CREATE ROLE from_passfile LOGIN PASSWORD 'in-the-passfile'")
+        let directory = try TemporaryDirectory()
+        let passfile = try directory.write("pgpass", "127.0.0.1:\(server.port):*:from_passfile:in-the-passfile\n")
+        chmod(passfile, 0o600)
+        let config = try directory.write(
+            "config.yml",
+            """
+            defaults:
+              probe_interval: 300ms
+              probe_timeout: 250ms
+              login_interval: 1s
+            targets:
+              - name: db
+                dsn: host=127.0.0.1 port=\(server.port) user=from_passfile dbname=postgres sslmode=disable passfile=\(passfile)
+            """)
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        defer { exporter.kill() }
+        try eventually(timeout: .seconds(20)) {
+            let page = try httpGet(port: port, path: "/metrics").body
+            return page.contains(#"pgconn_up{target="db"} 1"#) && page.contains(#"pgconn_login_up{target="db"} 1"#)
+        }
+    }
+
     /// A sentinel password in every place one can be given: a password file, an environment variable, a URI
     /// DSN, a key=value DSN, a module's password file, and by mistake where no password belongs. Targets that
     /// log in, and targets that fail (wrong role, refused port, a server that refuses the password) so that

@@ -4,6 +4,26 @@ import Testing
 /// Passwords on the real executable: rotated under a live exporter without a restart, and never shown
 /// anywhere, however they were given.
 @Suite(.serialized) struct SecretsTests {
+    /// Fast probes and a login check every second, as every test here wants.
+    static let defaults = """
+        defaults:
+          probe_interval: 300ms
+          probe_timeout: 250ms
+          login_interval: 1s
+
+        """
+
+    /// Writes `defaults` + `yaml` as the config and starts the exporter on a free port.
+    private func start(
+        _ yaml: String, in directory: TemporaryDirectory, arguments: [String] = [], environment: [String: String] = [:]
+    ) throws -> (ExporterProcess, Int) {
+        let config = try directory.write("config.yml", Self.defaults + yaml)
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"] + arguments,
+            directory: directory, environment: environment)
+        return (exporter, port)
+    }
     /// The role's password and its file change together; the next login check and the next session (after the
     /// server ends the old one) log in with the new one, with no reload and no restart.
     @Test func aRotatedPasswordIsPickedUpByTheNextLoginAndTheNextSession() throws {
@@ -12,21 +32,13 @@ import Testing
         try server.psql("CREATE ROLE rotating LOGIN PASSWORD 'old-password-1'")
         let directory = try TemporaryDirectory()
         let passwordFile = try directory.write("password", "old-password-1\n")
-        let config = try directory.write(
-            "config.yml",
+        let (exporter, port) = try start(
             """
-            defaults:
-              probe_interval: 300ms
-              probe_timeout: 250ms
-              login_interval: 1s
             targets:
               - name: db
                 dsn: postgresql://rotating@127.0.0.1:\(server.port)/postgres?sslmode=disable
                 password_file: \(passwordFile)
-            """)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+            """, in: directory)
         defer { exporter.kill() }
         func value(_ series: String) throws -> Double? {
             let page = try httpGet(port: port, path: "/metrics").body
@@ -64,20 +76,12 @@ import Testing
         let directory = try TemporaryDirectory()
         let passfile = try directory.write("pgpass", "127.0.0.1:\(server.port):*:from_passfile:in-the-passfile\n")
         chmod(passfile, 0o600)
-        let config = try directory.write(
-            "config.yml",
+        let (exporter, port) = try start(
             """
-            defaults:
-              probe_interval: 300ms
-              probe_timeout: 250ms
-              login_interval: 1s
             targets:
               - name: db
                 dsn: host=127.0.0.1 port=\(server.port) user=from_passfile dbname=postgres sslmode=disable passfile=\(passfile)
-            """)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+            """, in: directory)
         defer { exporter.kill() }
         try eventually(timeout: .seconds(20)) {
             let page = try httpGet(port: port, path: "/metrics").body
@@ -97,13 +101,7 @@ import Testing
         let directory = try TemporaryDirectory()
         let passwordFile = try directory.write("password", sentinel + "\n")
         let host = "127.0.0.1:\(server.port)"
-        let config = try directory.write(
-            "config.yml",
-            """
-            defaults:
-              probe_interval: 300ms
-              probe_timeout: 250ms
-              login_interval: 1s
+        let yaml = """
             targets:
               - name: by_file
                 dsn: postgresql://secretive@\(host)/postgres?sslmode=disable
@@ -129,12 +127,11 @@ import Testing
                 password_file: \(passwordFile)
                 sslmode: disable
                 allow: [127.0.0.1]
-            """)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)", "--log.level=debug"],
-            directory: directory, environment: ["PGCONN_TEST_SECRET": sentinel])
+            """
+        let (exporter, port) = try start(
+            yaml, in: directory, arguments: ["--log.level=debug"], environment: ["PGCONN_TEST_SECRET": sentinel])
         defer { exporter.kill() }
+        let config = directory.url.appendingPathComponent("config.yml").path
         try eventually(timeout: .seconds(30)) {
             let page = try httpGet(port: port, path: "/metrics").body
             return ["by_file", "by_env", "in_uri", "in_keywords"].allSatisfy {

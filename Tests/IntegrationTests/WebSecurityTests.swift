@@ -15,6 +15,11 @@ import Testing
             dsn: host=127.0.0.1 port=1 user=postgres
         """
 
+    /// A `tls_server_config` with the set's server certificate and key, and more keys under it.
+    private func tls(_ pki: TestCertificates, _ more: String = "") -> String {
+        "tls_server_config:\n  cert_file: \(pki.serverCertificate)\n  key_file: \(pki.serverKey)\n" + more
+    }
+
     /// Starts the exporter with a web config and waits until it answers over HTTPS (any status).
     private func start(
         _ webConfig: String, in directory: TemporaryDirectory, ca: String, extra: [String] = [],
@@ -40,16 +45,14 @@ import Testing
         let pki = try TestCertificates()
         defer { pki.remove() }
         let (exporter, base) = try start(
-            """
-            tls_server_config:
-              cert_file: \(pki.serverCertificate)
-              key_file: \(pki.serverKey)
-            http_server_config:
-              headers:
-                X-Content-Type-Options: nosniff
-            basic_auth_users:
-              prom: \(Self.hash)
-            """, in: directory, ca: pki.caCertificate, extra: ["--web.auth-exempt-path=/-/healthy"])
+            tls(pki)
+                + """
+                http_server_config:
+                  headers:
+                    X-Content-Type-Options: nosniff
+                basic_auth_users:
+                  prom: \(Self.hash)
+                """, in: directory, ca: pki.caCertificate, extra: ["--web.auth-exempt-path=/-/healthy"])
         defer { exporter.kill() }
         let ca = ["--cacert", pki.caCertificate]
 
@@ -80,13 +83,7 @@ import Testing
         let pki = try TestCertificates()
         defer { pki.remove() }
         let (exporter, base) = try start(
-            """
-            tls_server_config:
-              cert_file: \(pki.serverCertificate)
-              key_file: \(pki.serverKey)
-            basic_auth_users:
-              prom: \(Self.hash)
-            """, in: directory, ca: pki.caCertificate)
+            tls(pki) + "basic_auth_users:\n  prom: \(Self.hash)\n", in: directory, ca: pki.caCertificate)
         defer { exporter.kill() }
         let ca = ["--cacert", pki.caCertificate]
         #expect(try curl(base + "/metrics", ca + ["-u", "prom:hunter2"]).status == 200)
@@ -129,13 +126,8 @@ import Testing
             stranger.remove()
         }
         let (exporter, base) = try start(
-            """
-            tls_server_config:
-              cert_file: \(pki.serverCertificate)
-              key_file: \(pki.serverKey)
-              client_auth_type: RequireAndVerifyClientCert
-              client_ca_file: \(pki.caCertificate)
-            """, in: directory, ca: pki.caCertificate,
+            tls(pki, "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: \(pki.caCertificate)\n"),
+            in: directory, ca: pki.caCertificate,
             clientOptions: ["--cert", pki.clientCertificate, "--key", pki.clientKey])
         defer { exporter.kill() }
         let ca = ["--cacert", pki.caCertificate]

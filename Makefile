@@ -20,10 +20,11 @@ DESTDIR ?=
 BIN ?=
 DEB_DIR ?= .build/deb
 
-# libpq-dev, libmicrohttpd-dev: build (libgnutls28-dev: HTTPS, libcrypt-dev: bcrypt for basic auth);
+# libpq-dev, libmicrohttpd-dev: build (libssl-dev: a TLS session's server certificate, libgnutls28-dev: HTTPS,
+# libcrypt-dev: bcrypt for basic auth);
 # postgresql(-contrib): the servers the tests and `make run` start; prometheus: promtool for `promtool check metrics`; prometheus-postgres-exporter: comparisons; pgbouncer: the
 # pooler the tests put in front of PostgreSQL; zlib1g-dev: gzip; curl.
-APT_PACKAGES := libpq-dev libmicrohttpd-dev libgnutls28-dev libcrypt-dev postgresql postgresql-contrib prometheus \
+APT_PACKAGES := libpq-dev libssl-dev libmicrohttpd-dev libgnutls28-dev libcrypt-dev postgresql postgresql-contrib prometheus \
 	prometheus-postgres-exporter pgbouncer zlib1g-dev curl
 # Only for `make test` and `make screenshot`: headless Chromium renders the status page; systemd-analyze checks the
 # service unit; dpkg-dev builds the .deb (dpkg-shlibdeps).

@@ -22,7 +22,8 @@ let package = Package(
     ],
     targets: [
         // C boundaries: one system library each, imported by exactly one Swift module.
-        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // libpq and the OpenSSL it is built on (the server certificate of a TLS session).
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev", "libssl-dev"])]),
         // libmicrohttpd's HTTPS is GnuTLS; the module also reaches GnuTLS for certificates and client checks.
         .systemLibrary(
             name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev", "libgnutls28-dev"])]),

@@ -10,6 +10,10 @@ public struct TargetEvent: Sendable, Equatable {
         case probe
         /// The login check flipped: `from`/`to` are `failing`/`succeeding`.
         case login
+        /// The session connected to another server than the one before: `from`/`to` are `host:port`.
+        case server
+        /// An outage ended on another server than it began on: `from`/`to` are `host:port`, `outage` its length.
+        case failover
     }
 
     /// Unix seconds.

@@ -21,6 +21,8 @@ public struct ProbeResult: Sendable, Equatable {
     public var serverVersion: String?
     /// `pg_is_in_recovery()`, when the query ran.
     public var inRecovery: Bool?
+    /// The connection's TLS version, cipher and server certificate expiry, when it used TLS.
+    public var tls: TLSDetails?
     /// What happened, for `&debug=true`.
     public var trace: [TraceLine]
 
@@ -37,8 +39,9 @@ public struct ProbeResult: Sendable, Equatable {
 
     public init(
         failure: Failure?, duration: Duration, connectDuration: Duration = .zero, queryDuration: Duration = .zero,
-        serverVersion: String? = nil, inRecovery: Bool? = nil, trace: [TraceLine] = []
+        serverVersion: String? = nil, inRecovery: Bool? = nil, tls: TLSDetails? = nil, trace: [TraceLine] = []
     ) {
+        self.tls = tls
         self.failure = failure
         self.duration = duration
         self.connectDuration = connectDuration
@@ -98,6 +101,17 @@ public struct ProbeResult: Sendable, Equatable {
         if let inRecovery {
             out.family("probe_server_in_recovery", .gauge, help: "1 if the server is in recovery (a standby), else 0.")
             out.sample("probe_server_in_recovery", [], inRecovery ? 1.0 : 0.0)
+        }
+        if let tls {
+            // The names blackbox_exporter users know.
+            out.family("probe_tls_version_info", .gauge, help: "1, with the TLS version of the probe's connection.")
+            out.sample("probe_tls_version_info", [("version", tls.version)], 1.0)
+            if let notAfter = tls.certificateNotAfter {
+                out.family(
+                    "probe_ssl_earliest_cert_expiry", .gauge,
+                    help: "Unix time the server certificate expires (its notAfter).")
+                out.sample("probe_ssl_earliest_cert_expiry", [], notAfter)
+            }
         }
         return out.bytes
     }

@@ -71,6 +71,13 @@ public struct SessionStateMachine: Sendable {
         case serverRestarted
         case outageStarted
         case outageEnded(duration: Duration)
+        /// The session connected, to this server (libpq's host and port, TLS details).
+        case endpoint(ConnectionDetails)
+        /// The session connected to another host or port than the previous session (`host:port` each).
+        case hostSwitched(from: String, to: String)
+        /// An outage ended on another server than the one the session was on when it began: a failover, from
+        /// the first failure to the first successful probe in the expected role.
+        case failover(from: String, to: String, duration: Duration)
         /// Time spent in an outage since the last accounting, so downtime grows during an outage.
         case downtime(Duration)
     }
@@ -112,6 +119,10 @@ public struct SessionStateMachine: Sendable {
     public private(set) var consecutiveFailures = 0
     private var outageStart: MonotonicInstant?
     private var downtimeAccountedUntil: MonotonicInstant?
+    /// The server of the latest session (kept after it is lost, until the next connects).
+    public private(set) var endpoint: ConnectionDetails?
+    /// The server the session was on when the current outage began; `nil` if it had none.
+    private var outageEndpoint: ConnectionDetails?
 
     public init(config: TargetConfig, seed: UInt64) {
         self.config = config
@@ -180,15 +191,25 @@ public struct SessionStateMachine: Sendable {
     }
 
     /// The non-blocking connect completed and the session is ready for queries.
-    public mutating func connected(now: MonotonicInstant) -> Output {
+    ///
+    /// - Parameter details: which server it reached (`nil` when the connection cannot tell, as in tests).
+    public mutating func connected(now: MonotonicInstant, details: ConnectionDetails? = nil) -> Output {
         guard case .connecting(let started?) = state else { return Output() }
         state = .up(since: now, phase: .readingFacts(started: now))
-        return Output(
+        var output = Output(
             actions: [.sendFactsQuery],
             observations: [
                 .connected(duration: now - started),
                 .stateChanged(from: .connecting, to: .up, failure: nil),
             ])
+        if let details {
+            output.observations.append(.endpoint(details))
+            if let previous = endpoint, !previous.sameServer(as: details) {
+                output.observations.append(.hostSwitched(from: previous.endpoint, to: details.endpoint))
+            }
+            endpoint = details
+        }
+        return output
     }
 
     /// The connect failed (refused, authentication, DNS, ...).
@@ -244,7 +265,12 @@ public struct SessionStateMachine: Sendable {
         if let outageStart {
             accountDowntime(now: now, into: &output)
             output.observations.append(.outageEnded(duration: now - outageStart))
+            if let lost = outageEndpoint, let endpoint, !lost.sameServer(as: endpoint) {
+                output.observations.append(
+                    .failover(from: lost.endpoint, to: endpoint.endpoint, duration: now - outageStart))
+            }
             self.outageStart = nil
+            outageEndpoint = nil
             downtimeAccountedUntil = nil
         }
         if !isHealthy {
@@ -402,6 +428,7 @@ public struct SessionStateMachine: Sendable {
         consecutiveFailures += 1
         if outageStart == nil {
             outageStart = now
+            outageEndpoint = endpoint
             downtimeAccountedUntil = now
             output.observations.append(.outageStarted)
         } else {

@@ -35,10 +35,16 @@ package protocol DatabaseConnection: AnyObject {
     func parameterStatus(_ name: String) -> String?
     /// libpq's current error message, trimmed.
     var errorMessage: String { get }
+    /// Which server an established connection reached, and its TLS details; `nil` when unknown.
+    var details: ConnectionDetails? { get }
     /// What it takes to cancel the running query from another thread; `nil` if the server gave no key.
     func makeCanceller() -> (any QueryCanceller)?
     /// Closes the connection without blocking. Idempotent.
     func close()
+}
+
+extension DatabaseConnection {
+    package var details: ConnectionDetails? { nil }
 }
 
 /// Cancels one running query. ``cancel()`` blocks (it opens a connection of its own), so it runs on a worker.

@@ -213,7 +213,7 @@ extension MonitorLoop {
             releaseAdmission(slot, of: target)
             epoll.add(slot.socket, .read, token: token)
             switch role {
-            case .session: drive(target, target.session.connected(now: now), now: now)
+            case .session: drive(target, target.session.connected(now: now, details: connection.details), now: now)
             case .login: driveLogin(target, target.login.succeeded(now: now), now: now)
             case .probe: if let run = probeRuns[id] { probeConnected(run, now: now) }
             }

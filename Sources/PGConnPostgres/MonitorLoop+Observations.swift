@@ -34,6 +34,19 @@ extension MonitorLoop {
                 target.probeFlipped = true
             case .serverRestarted:
                 logger.warning("server restarted", metadata: ["target": "\(name)"])
+            case .hostSwitched(let from, let to):
+                logger.info(
+                    "session on another server", metadata: ["target": "\(name)", "from": "\(from)", "to": "\(to)"])
+                metrics.recordEvent(target.id, TargetEvent(time: wallClock, kind: .server, from: from, to: to))
+            case .failover(let from, let to, let duration):
+                logger.warning(
+                    "failover",
+                    metadata: [
+                        "target": "\(name)", "from": "\(from)", "to": "\(to)",
+                        "duration_seconds": "\((duration.seconds * 1000).rounded() / 1000)",
+                    ])
+                metrics.recordEvent(
+                    target.id, TargetEvent(time: wallClock, kind: .failover, from: from, to: to, outage: duration))
             case .probeSucceeded, .probeFailed, .connectionFailed:
                 if !target.reported {
                     target.reported = true
@@ -76,7 +89,8 @@ extension MonitorLoop {
         logger.log(level: to == .backoff ? .warning : .info, "session state changed", metadata: metadata)
         metrics.recordEvent(
             target.id,
-            TargetEvent(time: wallClock, kind: .state, from: from?.rawValue ?? "start", to: to.rawValue, failure: failure))
+            TargetEvent(
+                time: wallClock, kind: .state, from: from?.rawValue ?? "start", to: to.rawValue, failure: failure))
     }
 
     func observeLogin(_ target: TargetRuntime, _ observations: [LoginCheckStateMachine.Observation]) {
@@ -93,7 +107,8 @@ extension MonitorLoop {
             target.loginFlipped = true
             var metadata: Logger.Metadata = ["target": "\(target.config.name)", "login_up": "\(up ? 1 : 0)"]
             Self.describe(failure, into: &metadata)
-            logger.log(level: up ? .info : .warning, up ? "login check succeeding" : "login check failing", metadata: metadata)
+            logger.log(
+                level: up ? .info : .warning, up ? "login check succeeding" : "login check failing", metadata: metadata)
         }
     }
 

@@ -130,8 +130,13 @@ extension MonitorLoop {
         let slot = run.runtime.probeSlot
         guard let connection = slot.connection else { return }
         run.connected = now
+        var connectedTo = "connected"
+        if let details = connection.details {
+            connectedTo += " to \(details.endpoint)"
+            if let tls = details.tls { connectedTo += " over \(tls.version) (\(tls.cipher))" }
+        }
         traceProbe(
-            run, at: now, "connected, server_version \(connection.parameterStatus("server_version") ?? "unknown")")
+            run, at: now, "\(connectedTo), server_version \(connection.parameterStatus("server_version") ?? "unknown")")
         run.querySent = now
         traceProbe(run, at: now, "sending the query")
         let sql = SessionQueries.onDemandProbe(for: run.runtime.config)
@@ -226,6 +231,7 @@ extension MonitorLoop {
             queryDuration: run.querySent.map { now - $0 } ?? .zero,
             serverVersion: run.connected == nil
                 ? nil : run.runtime.probeSlot.connection?.parameterStatus("server_version"),
+            tls: run.connected == nil ? nil : run.runtime.probeSlot.connection?.details?.tls,
             trace: run.trace)
     }
 

@@ -177,6 +177,22 @@ final class PostgresConnection: DatabaseConnection {
         return String(cString: message).trimmingWhitespace()
     }
 
+    /// The server this connection reached (`PQhost`, `PQport`: with several hosts in the DSN, the one libpq
+    /// settled on) and, over TLS, the protocol, cipher and the server certificate's expiry. Only memory reads.
+    var details: ConnectionDetails? {
+        guard let handle, let host = PQhost(handle).map({ String(cString: $0) }) else { return nil }
+        let port = PQport(handle).map { String(cString: $0) } ?? ""
+        var tls: TLSDetails?
+        if PQsslInUse(handle) == 1 {
+            let version = PQsslAttribute(handle, "protocol").map { String(cString: $0) } ?? ""
+            let cipher = PQsslAttribute(handle, "cipher").map { String(cString: $0) } ?? ""
+            let notAfter = pgconn_pq_peer_certificate_not_after(handle)
+            tls = TLSDetails(
+                version: version, cipher: cipher, certificateNotAfter: notAfter > 0 ? Double(notAfter) : nil)
+        }
+        return ConnectionDetails(host: host, port: port, tls: tls)
+    }
+
     /// Closes the connection. Idempotent. `PQfinish` on a non-blocking connection sends Terminate at most once
     /// without waiting, so it never blocks the loop.
     func close() {
@@ -228,7 +244,8 @@ public enum LibPQ {
     /// libpq's version as `15.18` (from `PQlibVersion`, e.g. 150018).
     public static var version: String {
         let version = Int(PQlibVersion())
-        return version >= 100_000 ? "\(version / 10000).\(version % 10000)" : "\(version / 10000).\(version / 100 % 100)"
+        return version >= 100_000
+            ? "\(version / 10000).\(version % 10000)" : "\(version / 10000).\(version / 100 % 100)"
     }
 }
 

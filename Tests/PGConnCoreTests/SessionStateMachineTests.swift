@@ -7,7 +7,8 @@ import Testing
     typealias Machine = SessionStateMachine
 
     static let config = TargetConfig(
-        name: "primary", dsn: "host=db", summary: DSNSummary(host: "db", port: "5432", database: "postgres", user: "u", sslmode: "prefer"),
+        name: "primary", dsn: "host=db",
+        summary: DSNSummary(host: "db", port: "5432", database: "postgres", user: "u", sslmode: "prefer"),
         probeInterval: .seconds(5), probeTimeout: .seconds(2), connectTimeout: .seconds(3),
         backoff: BackoffConfig(initial: .seconds(1), max: .seconds(4), multiplier: 2, jitter: 0))
 
@@ -23,6 +24,60 @@ import Testing
         _ = machine.factsRead(ServerFacts(version: "15.18"), now: at(0.06))
         _ = machine.probeSucceeded(inRecovery: nil, now: at(0.1))
         return machine
+    }
+
+    // MARK: Which server, switches and failovers
+
+    static let db1 = ConnectionDetails(host: "db1", port: "5432")
+    static let db2 = ConnectionDetails(host: "db2", port: "5432")
+
+    /// Up on `first` at t=0.1, the session lost at t=10, reconnected to `second` at t=13.1 (after a refused
+    /// attempt), the probe answered at t=13.2; returns what the last connect and the last probe observed.
+    func outage(from first: ConnectionDetails, to second: ConnectionDetails) -> (
+        connect: [Machine.Observation], probe: [Machine.Observation]
+    ) {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connected(now: at(0.05), details: first)
+        _ = machine.factsRead(ServerFacts(version: "15.18"), now: at(0.06))
+        _ = machine.probeSucceeded(inRecovery: nil, now: at(0.1))
+        _ = machine.connectionLost(terminated, now: at(10))
+        _ = machine.timerFired(now: at(11))
+        _ = machine.connectFailed(refused, now: at(11.01))
+        _ = machine.timerFired(now: at(13.01))  // the second backoff step: 2 s
+        let connect = machine.connected(now: at(13.1), details: second).observations
+        _ = machine.factsRead(ServerFacts(version: "15.18"), now: at(13.15))
+        let probe = machine.probeSucceeded(inRecovery: nil, now: at(13.2)).observations
+        #expect(machine.endpoint == second)
+        return (connect, probe)
+    }
+
+    @Test func anOutageEndingOnAnotherServerIsAFailoverMeasuredFromTheFirstFailure() {
+        let (connect, probe) = outage(from: Self.db1, to: Self.db2)
+        #expect(connect.contains(.endpoint(Self.db2)))
+        #expect(connect.contains(.hostSwitched(from: "db1:5432", to: "db2:5432")))
+        #expect(probe.contains(.outageEnded(duration: .milliseconds(3200))))
+        #expect(probe.contains(.failover(from: "db1:5432", to: "db2:5432", duration: .milliseconds(3200))))
+    }
+
+    @Test func anOutageOfOneServerThatComesBackIsNoFailover() {
+        let (connect, probe) = outage(from: Self.db1, to: Self.db1)
+        #expect(connect.contains(.endpoint(Self.db1)))
+        #expect(!connect.contains { if case .hostSwitched = $0 { true } else { false } })
+        #expect(probe.contains(.outageEnded(duration: .milliseconds(3200))))
+        #expect(!probe.contains { if case .failover = $0 { true } else { false } })
+    }
+
+    @Test func anOutageBeforeAnyConnectionIsNoFailover() {
+        var machine = Machine(config: Self.config, seed: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.connectFailed(refused, now: at(0.01))
+        _ = machine.timerFired(now: at(1.01))
+        _ = machine.connected(now: at(1.05), details: Self.db2)
+        _ = machine.factsRead(nil, now: at(1.06))
+        let probe = machine.probeSucceeded(inRecovery: nil, now: at(1.1)).observations
+        #expect(probe.contains(.outageEnded(duration: .milliseconds(1090))))
+        #expect(!probe.contains { if case .failover = $0 { true } else { false } })
     }
 
     @Test func startOpensAConnectionAndCountsTheAttempt() {
@@ -42,9 +97,10 @@ import Testing
         _ = machine.start(now: at(0))
         let connected = machine.connected(now: at(0.25))
         #expect(connected.actions == [.sendFactsQuery])
-        #expect(connected.observations == [
-            .connected(duration: .milliseconds(250)), .stateChanged(from: .connecting, to: .up, failure: nil),
-        ])
+        #expect(
+            connected.observations == [
+                .connected(duration: .milliseconds(250)), .stateChanged(from: .connecting, to: .up, failure: nil),
+            ])
         #expect(machine.deadline == at(2.25), "the facts query has probe_timeout")
 
         let facts = ServerFacts(version: "15.18", inRecovery: false, startTime: 1000)
@@ -54,9 +110,10 @@ import Testing
 
         let probed = machine.probeSucceeded(inRecovery: false, now: at(0.31))
         #expect(probed.actions.isEmpty)
-        #expect(probed.observations == [
-            .probeSucceeded(duration: .milliseconds(10), inRecovery: false), .healthChanged(up: true, failure: nil),
-        ])
+        #expect(
+            probed.observations == [
+                .probeSucceeded(duration: .milliseconds(10), inRecovery: false), .healthChanged(up: true, failure: nil),
+            ])
         #expect(machine.isHealthy)
         #expect(machine.deadline == at(5.3), "next probe one interval after this one started")
     }
@@ -83,10 +140,11 @@ import Testing
         _ = machine.start(now: at(0))
         let failed = machine.connectFailed(refused, now: at(0.01))
         #expect(failed.actions == [.closeConnection])
-        #expect(failed.observations == [
-            .connectionFailed(refused, duration: .milliseconds(10)), .outageStarted,
-            .stateChanged(from: .connecting, to: .backoff, failure: refused),
-        ])
+        #expect(
+            failed.observations == [
+                .connectionFailed(refused, duration: .milliseconds(10)), .outageStarted,
+                .stateChanged(from: .connecting, to: .backoff, failure: refused),
+            ])
         #expect(machine.stateName == .backoff)
         #expect(machine.backoffDelay == .seconds(1))
         #expect(machine.consecutiveFailures == 1)
@@ -97,9 +155,10 @@ import Testing
             now += machine.backoffDelay.seconds
             let retry = machine.timerFired(now: at(now))
             #expect(retry.actions == [.openConnection])
-            #expect(retry.observations == [
-                .connectionAttempt, .stateChanged(from: .backoff, to: .connecting, failure: nil),
-            ])
+            #expect(
+                retry.observations == [
+                    .connectionAttempt, .stateChanged(from: .backoff, to: .connecting, failure: nil),
+                ])
             _ = machine.connectFailed(refused, now: at(now))
             delays.append(machine.backoffDelay)
         }
@@ -126,20 +185,22 @@ import Testing
         var machine = upMachine()
         let lost = machine.connectionLost(terminated, now: at(1))
         #expect(lost.actions == [.closeConnection])
-        #expect(lost.observations == [
-            .disconnected(terminated), .reset, .outageStarted, .healthChanged(up: false, failure: terminated),
-            .stateChanged(from: .up, to: .backoff, failure: terminated),
-        ])
+        #expect(
+            lost.observations == [
+                .disconnected(terminated), .reset, .outageStarted, .healthChanged(up: false, failure: terminated),
+                .stateChanged(from: .up, to: .backoff, failure: terminated),
+            ])
         #expect(!machine.isHealthy)
         #expect(machine.deadline == at(2), "first reconnect after backoff.initial")
         #expect(machine.timerFired(now: at(2)).actions == [.openConnection])
         _ = machine.connected(now: at(2.1))
         _ = machine.factsRead(nil, now: at(2.2))
         let back = machine.probeSucceeded(inRecovery: nil, now: at(2.5))
-        #expect(back.observations == [
-            .probeSucceeded(duration: .milliseconds(300), inRecovery: nil), .downtime(.milliseconds(1500)),
-            .outageEnded(duration: .milliseconds(1500)), .healthChanged(up: true, failure: nil),
-        ])
+        #expect(
+            back.observations == [
+                .probeSucceeded(duration: .milliseconds(300), inRecovery: nil), .downtime(.milliseconds(1500)),
+                .outageEnded(duration: .milliseconds(1500)), .healthChanged(up: true, failure: nil),
+            ])
         #expect(machine.consecutiveFailures == 0)
     }
 
@@ -181,7 +242,9 @@ import Testing
         _ = machine.connected(now: at(0))
         let output = machine.timerFired(now: at(2))
         #expect(output.actions == [.closeConnection])
-        #expect(output.observations.first == .disconnected(Failure(reason: .timeout, message: "no answer within probe_timeout 2s")))
+        #expect(
+            output.observations.first
+                == .disconnected(Failure(reason: .timeout, message: "no answer within probe_timeout 2s")))
     }
 
     @Test func queryErrorKeepsTheSessionWhenNoTransactionIsLeftOpen() {
@@ -190,7 +253,8 @@ import Testing
         let error = Failure(reason: .queryError, sqlstate: "42P01", message: "relation does not exist")
         let output = machine.probeFailed(error, leftTransactionOpen: false, now: at(5.07))
         #expect(output.actions.isEmpty)
-        #expect(output.observations == [.probeFailed(error), .outageStarted, .healthChanged(up: false, failure: error)])
+        #expect(
+            output.observations == [.probeFailed(error), .outageStarted, .healthChanged(up: false, failure: error)])
         #expect(machine.stateName == .up)
         #expect(machine.deadline == at(10.06))
     }
@@ -201,7 +265,8 @@ import Testing
         let error = Failure(reason: .queryError, sqlstate: "22012", message: "division by zero")
         let output = machine.probeFailed(error, leftTransactionOpen: true, now: at(5.07))
         #expect(output.actions == [.sendRollback], "no reset, no reconnect")
-        #expect(output.observations == [.probeFailed(error), .outageStarted, .healthChanged(up: false, failure: error)])
+        #expect(
+            output.observations == [.probeFailed(error), .outageStarted, .healthChanged(up: false, failure: error)])
         #expect(machine.deadline == at(7.07), "the ROLLBACK has probe_timeout")
         #expect(machine.rolledBack(now: at(5.08)) == Machine.Output())
         #expect(machine.deadline == at(10.06), "the probe schedule goes on")
@@ -271,7 +336,8 @@ import Testing
 
         let woken = machine.endpointReachable(now: at(1.5))
         #expect(woken.actions == [.openConnection])
-        #expect(woken.observations == [.connectionAttempt, .stateChanged(from: .backoff, to: .connecting, failure: nil)])
+        #expect(
+            woken.observations == [.connectionAttempt, .stateChanged(from: .backoff, to: .connecting, failure: nil)])
         #expect(machine.endpointReachable(now: at(1.6)) == Machine.Output(), "only a backoff is cut short")
 
         // The server listens but is still starting: the schedule starts again from its first step.

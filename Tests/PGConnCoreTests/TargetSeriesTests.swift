@@ -54,6 +54,28 @@ import Testing
         #expect(other.staleAfter == .milliseconds(1250))
     }
 
+    @Test func roleChangesCountOnlyChangesFromAKnownRole() {
+        var series = TargetSeries(config: Self.config)
+        series.apply(.facts(ServerFacts(inRecovery: true)), wallClock: Self.now)
+        #expect(series.roleChanges == 0, "the first role read is no change")
+        series.apply(.probeSucceeded(duration: .milliseconds(1), inRecovery: true), wallClock: Self.now)
+        #expect(series.roleChanges == 0)
+        series.apply(.probeSucceeded(duration: .milliseconds(1), inRecovery: false), wallClock: Self.now)
+        #expect(series.roleChanges == 1, "promoted under the live session")
+        series.apply(.facts(ServerFacts(version: "16")), wallClock: Self.now)
+        #expect(series.roleChanges == 1 && series.inRecovery == false, "no role read: nothing changes")
+    }
+
+    @Test func switchFamiliesAreForTargetsWithSeveralHostsOrThatSwitched() {
+        var config = Self.config
+        #expect(!TargetSeries(config: config).showsSwitches)
+        config.summary.host = "db1,db2"
+        #expect(TargetSeries(config: config).showsSwitches)
+        var single = TargetSeries(config: Self.config)
+        single.apply(.hostSwitched(from: "a:5432", to: "b:5432"), wallClock: Self.now)
+        #expect(single.showsSwitches, "a name with several addresses switched")
+    }
+
     @Test func startsAtZero() {
         let fields = Fields(TargetSeries(config: Self.config))
         #expect(!fields.probeHealthy && !fields.loginUp && fields.state == nil)
@@ -255,6 +277,11 @@ extension TargetSeriesTests {
         var serverVersion: String?
         var inRecovery: Bool?
         var serverStartTime: Double?
+        var server: ConnectionDetails?
+        var hostSwitches: UInt64
+        var roleChanges: UInt64
+        var failovers: UInt64
+        var failoverDuration: Histogram
 
         init(_ series: TargetSeries) {
             probeHealthy = series.probeHealthy
@@ -280,6 +307,11 @@ extension TargetSeriesTests {
             serverVersion = series.serverVersion
             inRecovery = series.inRecovery
             serverStartTime = series.serverStartTime
+            server = series.server
+            hostSwitches = series.hostSwitches
+            roleChanges = series.roleChanges
+            failovers = series.failovers
+            failoverDuration = series.failoverDuration
         }
 
         /// The names of the fields that differ, for a readable failure.
@@ -304,7 +336,7 @@ extension TargetSeriesTests {
 
         var testDescription: String { name }
 
-                static let all: [SessionCase] = [
+        static let all: [SessionCase] = [
             SessionCase(name: "connectionAttempt", observation: .connectionAttempt) { $0.connectionAttempts += 1 },
             SessionCase(name: "connected", observation: .connected(duration: .milliseconds(25))) {
                 $0.connectDuration.observe(0.025)
@@ -320,6 +352,7 @@ extension TargetSeriesTests {
             ) {
                 $0.serverVersion = "16.2"
                 $0.inRecovery = true
+                $0.roleChanges += 1  // the base series' server was a primary
                 $0.serverStartTime = 1_699_000_000.25
             },
             SessionCase(name: "facts, none known", observation: .facts(ServerFacts()), isNoOp: true) { _ in },
@@ -335,6 +368,7 @@ extension TargetSeriesTests {
                 $0.probeDuration.observe(0.003)
                 $0.lastSuccess = now
                 $0.inRecovery = true
+                $0.roleChanges += 1
             },
             SessionCase(
                 name: "probeSucceeded without role",
@@ -369,6 +403,23 @@ extension TargetSeriesTests {
                 $0.outageDuration.observe(90)
             },
             SessionCase(name: "downtime", observation: .downtime(.milliseconds(1500))) { $0.downtime += 1.5 },
+            SessionCase(
+                name: "endpoint",
+                observation: .endpoint(
+                    ConnectionDetails(host: "db2", port: "5432", tls: TLSDetails(version: "TLSv1.3", cipher: "X")))
+            ) {
+                $0.server = ConnectionDetails(
+                    host: "db2", port: "5432", tls: TLSDetails(version: "TLSv1.3", cipher: "X"))
+            },
+            SessionCase(name: "hostSwitched", observation: .hostSwitched(from: "db1:5432", to: "db2:5432")) {
+                $0.hostSwitches += 1
+            },
+            SessionCase(
+                name: "failover", observation: .failover(from: "db1:5432", to: "db2:5432", duration: .seconds(7))
+            ) {
+                $0.failovers += 1
+                $0.failoverDuration.observe(7)
+            },
         ]
 
         /// An exhaustive switch: a new observation kind does not compile here until it is named (and given a case).
@@ -388,13 +439,16 @@ extension TargetSeriesTests {
             case .outageStarted: "outageStarted"
             case .outageEnded: "outageEnded"
             case .downtime: "downtime"
+            case .endpoint: "endpoint"
+            case .hostSwitched: "hostSwitched"
+            case .failover: "failover"
             }
         }
 
         static let allKinds = [
             "connectionAttempt", "connected", "connectionFailed", "facts", "probeSucceeded", "probeFailed",
             "disconnected", "reset", "stateChanged", "healthChanged", "outageStarted", "outageEnded", "downtime",
-            "serverRestarted",
+            "serverRestarted", "endpoint", "hostSwitched", "failover",
         ]
     }
 

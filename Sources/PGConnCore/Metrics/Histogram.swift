@@ -42,6 +42,9 @@ public struct Histogram: Sendable, Equatable {
     public static let connectBounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
     /// Bucket bounds for outages: 1s to 1h.
     public static let outageBounds: [Double] = [1, 5, 10, 30, 60, 300, 900, 3600]
+    /// Bucket bounds for failovers (first failure to a session in the right role on another server): 1s to
+    /// 10 min; a failover managed by Patroni or a cloud service takes seconds to a minute.
+    public static let failoverBounds: [Double] = [1, 2.5, 5, 10, 30, 60, 120, 600]
     /// Bucket bounds for the I/O loop's timer lateness: 100µs to 1s, finer around the 20 ms goal.
     public static let loopLagBounds: [Double] = [0.0001, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 1]
 
@@ -50,4 +53,5 @@ public struct Histogram: Sendable, Equatable {
     public static let probeCoarseBounds: [Double] = [0.005, 0.025, 0.1, 1]
     public static let connectCoarseBounds: [Double] = [0.025, 0.1, 0.5, 2.5]
     public static let outageCoarseBounds: [Double] = [10, 60, 300, 3600]
+    public static let failoverCoarseBounds: [Double] = [5, 30, 120, 600]
 }

@@ -333,6 +333,61 @@ public final class MetricsStore: Sendable {
         gauge("pgconn_server_start_time_seconds", "Unix time the server (postmaster) started; a change is a restart.") {
             $0.serverStartTime
         }
+        counter(
+            "pgconn_role_changes_total",
+            "Changes of the connected server's role (pg_is_in_recovery()), such as a promotion under a live session."
+        ) { $0.roleChanges }
+        out.family(
+            "pgconn_session_server_info", .gauge,
+            help: "1, with the host and port the latest session connected to (libpq's; the DSN may list several).")
+        each { series, labels in
+            if let server = series.server {
+                out.sample(
+                    "pgconn_session_server_info",
+                    LabelSet([("target", series.name), ("host", server.host), ("port", server.port)]), nil, 1.0)
+            }
+        }
+        // Only for targets whose DSN lists several hosts (or that switched anyway).
+        out.family(
+            "pgconn_host_switches_total", .counter,
+            help: "Sessions that connected to another host or port than the one before.")
+        each { series, labels in
+            if series.showsSwitches { out.sample("pgconn_host_switches_total", labels, nil, series.hostSwitches) }
+        }
+        out.family(
+            "pgconn_failovers_total", .counter,
+            help: "Outages that ended on another server than the one the session was on when they began.")
+        each { series, labels in
+            if series.showsSwitches { out.sample("pgconn_failovers_total", labels, nil, series.failovers) }
+        }
+        if detail.histograms != .off {
+            out.family(
+                "pgconn_failover_duration_seconds", .histogram,
+                help:
+                    "Length of failovers: from the first failure to the first successful probe in the expected role on the new server."
+            )
+            each { series, labels in
+                guard series.showsSwitches else { return }
+                let histogram =
+                    detail.histograms == .coarse
+                    ? series.failoverDuration.coarsened(to: Histogram.failoverCoarseBounds) : series.failoverDuration
+                out.histogram("pgconn_failover_duration_seconds", labels, histogram)
+            }
+        }
+        out.family(
+            "pgconn_tls_info", .gauge,
+            help: "1, with the TLS version and cipher of the latest session; absent without TLS.")
+        each { series, _ in
+            if let tls = series.server?.tls {
+                out.sample(
+                    "pgconn_tls_info",
+                    LabelSet([("target", series.name), ("version", tls.version), ("cipher", tls.cipher)]), nil, 1.0)
+            }
+        }
+        gauge(
+            "pgconn_tls_cert_not_after_timestamp_seconds",
+            "Unix time the server certificate of the latest TLS session expires (its notAfter)."
+        ) { $0.server?.tls?.certificateNotAfter }
         out.family("pgconn_target_info", .gauge, help: "1, with the target's connection parameters and labels.")
         each { series, _ in
             out.sample("pgconn_target_info", LabelSet([("target", series.name)] + series.infoLabels), nil, 1.0)

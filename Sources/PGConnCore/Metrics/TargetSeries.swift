@@ -40,6 +40,17 @@ public struct TargetSeries: Sendable {
     public internal(set) var serverVersion: String?
     public internal(set) var inRecovery: Bool?
     public internal(set) var serverStartTime: Double?
+    /// The server of the latest session (kept after it is lost, until the next connects).
+    public internal(set) var server: ConnectionDetails?
+    /// Whether the DSN lists several hosts: the switch and failover families are shown for such targets (and
+    /// for any that switched anyway, e.g. a name with several addresses).
+    public private(set) var multiHost = false
+    public internal(set) var hostSwitches: UInt64 = 0
+    /// Changes of `pg_is_in_recovery()` seen on the target (a promotion under a live session, a switch to a
+    /// server in the other role).
+    public internal(set) var roleChanges: UInt64 = 0
+    public internal(set) var failovers: UInt64 = 0
+    public internal(set) var failoverDuration = Histogram(bounds: Histogram.failoverBounds)
     /// For `/health`: the last failure of a probe, connect or session (its message never holds a password),
     /// since when the probe has been succeeding or failing (Unix seconds; retries within an outage do not move
     /// it), and the last successful probe's round trip.
@@ -75,11 +86,13 @@ public struct TargetSeries: Sendable {
 
     /// Takes the settings of a changed config for the same target name; counters and histograms are kept.
     public mutating func reconfigure(_ config: TargetConfig) {
-        infoLabels = [
-            ("host", config.summary.host), ("port", config.summary.port), ("database", config.summary.database),
-            ("user", config.summary.user), ("sslmode", config.summary.sslmode),
-        ] + config.labels
+        infoLabels =
+            [
+                ("host", config.summary.host), ("port", config.summary.port), ("database", config.summary.database),
+                ("user", config.summary.user), ("sslmode", config.summary.sslmode),
+            ] + config.labels
         staleAfter = config.probeInterval * 2 + config.probeTimeout
+        multiHost = config.summary.host.contains(",")
         loginEnabled = config.loginInterval > .zero
     }
 
@@ -104,7 +117,7 @@ public struct TargetSeries: Sendable {
             if healthSince == 0 { healthSince = wallClock }  // failing since the start
         case .facts(let facts):
             if let version = facts.version { serverVersion = version }
-            if let recovery = facts.inRecovery { inRecovery = recovery }
+            if let recovery = facts.inRecovery { noteRole(recovery) }
             if let start = facts.startTime { serverStartTime = start }
         case .probeSucceeded(let duration, let recovery):
             probes += 1
@@ -112,7 +125,7 @@ public struct TargetSeries: Sendable {
             lastSuccess = wallClock
             lastSuccessAt = now ?? MonotonicInstant(wallClock: wallClock)
             lastProbeDuration = duration
-            if let recovery { inRecovery = recovery }
+            if let recovery { noteRole(recovery) }
         case .probeFailed(let failure):
             probes += 1
             probeFailures[failure.reason, default: 0] += 1
@@ -137,8 +150,24 @@ public struct TargetSeries: Sendable {
             downtime += duration.seconds
         case .serverRestarted:
             break  // logged by the monitor; the new start time itself came with `.facts`
+        case .endpoint(let details):
+            server = details
+        case .hostSwitched:
+            hostSwitches += 1
+        case .failover(_, _, let duration):
+            failovers += 1
+            failoverDuration.observe(duration.seconds)
         }
     }
+
+    /// Records the role read from the server; a change from a known role counts.
+    private mutating func noteRole(_ recovery: Bool) {
+        if let known = inRecovery, known != recovery { roleChanges += 1 }
+        inRecovery = recovery
+    }
+
+    /// Whether the switch and failover families are shown for this target.
+    public var showsSwitches: Bool { multiHost || hostSwitches > 0 }
 
     /// Applies what the login check observed.
     public mutating func apply(_ observation: LoginCheckStateMachine.Observation) {

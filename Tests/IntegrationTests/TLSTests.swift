@@ -61,4 +61,53 @@ import Testing
         #expect(wrongCA.totalConnectionFailures == wrongCA.connectionFailures[.tls], "\(wrongCA.connectionFailures)")
         #expect(wrongCA.probes == 0)
     }
+
+    /// The TLS version, cipher and the server certificate's expiry of a session, on /metrics, and the same
+    /// expiry on /probe (as blackbox_exporter names it), equal to the certificate's notAfter as openssl reads it.
+    @Test func theServerCertificatesExpiryIsExportedForSessionsAndProbes() throws {
+        let certificate = try Certificate(commonName: "pgconn-test-expiry")
+        let server = try TestPostgres.start(settings: [
+            "ssl": "on", "ssl_cert_file": certificate.certificate, "ssl_key_file": certificate.key,
+        ])
+        defer { server.cleanup() }
+        let endDate = try runCommand("/usr/bin/openssl", ["x509", "-noout", "-enddate", "-in", certificate.certificate])
+        let notAfterText = endDate.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            .replacingOccurrences(of: "notAfter=", with: "")
+        let expected = try runCommand("/bin/date", ["-u", "-d", notAfterText, "+%s"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(Int(expected) != nil, "openssl said \(endDate.stdout)")
+
+        let directory = try TemporaryDirectory()
+        let config = try directory.write(
+            "config.yml",
+            """
+            defaults:
+              probe_interval: 300ms
+              probe_timeout: 250ms
+              login_interval: 0s
+            targets:
+              - name: tls
+                dsn: \(server.dsn(password: TestPostgres.superuserPassword)) sslmode=require
+              - name: plain
+                dsn: \(server.dsn(password: TestPostgres.superuserPassword)) sslmode=disable
+            """)
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        defer { exporter.kill() }
+        try eventually(timeout: .seconds(20)) {
+            try httpGet(port: port, path: "/metrics").body.contains(#"pgconn_up{target="tls"} 1"#)
+        }
+        let page = try httpGet(port: port, path: "/metrics").body
+        #expect(page.contains(#"pgconn_tls_cert_not_after_timestamp_seconds{target="tls"} \#(expected)"# + "\n"), "\(page)")
+        #expect(page.contains(#"pgconn_tls_info{target="tls",version="TLSv1."#))
+        #expect(!page.contains(#"pgconn_tls_info{target="plain""#), "no TLS, no TLS series")
+        #expect(page.contains(#"pgconn_session_server_info{target="tls",host="127.0.0.1",port="\#(server.port)"} 1"#))
+
+        let probe = try httpGet(port: port, path: "/probe?target=tls").body
+        #expect(probe.contains("probe_ssl_earliest_cert_expiry \(expected)\n"), "\(probe)")
+        #expect(probe.contains(#"probe_tls_version_info{version="TLSv1."#))
+        let plain = try httpGet(port: port, path: "/probe?target=plain").body
+        #expect(plain.contains("probe_success 1") && !plain.contains("probe_ssl_earliest_cert_expiry"))
+    }
 }

@@ -70,7 +70,8 @@ import Testing
             "ssl": "on", "ssl_cert_file": certificate.certificate, "ssl_key_file": certificate.key,
         ])
         defer { server.cleanup() }
-        let endDate = try runCommand("/usr/bin/openssl", ["x509", "-noout", "-enddate", "-in", certificate.certificate])
+        let endDate = try runCommand(
+            "/usr/bin/openssl", ["x509", "-noout", "-enddate", "-in", certificate.certificate])
         let notAfterText = endDate.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             .replacingOccurrences(of: "notAfter=", with: "")
         let expected = try runCommand("/bin/date", ["-u", "-d", notAfterText, "+%s"]).stdout
@@ -99,7 +100,8 @@ import Testing
             try httpGet(port: port, path: "/metrics").body.contains(#"pgconn_up{target="tls"} 1"#)
         }
         let page = try httpGet(port: port, path: "/metrics").body
-        #expect(page.contains(#"pgconn_tls_cert_not_after_timestamp_seconds{target="tls"} \#(expected)"# + "\n"), "\(page)")
+        #expect(
+            page.contains(#"pgconn_tls_cert_not_after_timestamp_seconds{target="tls"} \#(expected)"# + "\n"), "\(page)")
         #expect(page.contains(#"pgconn_tls_info{target="tls",version="TLSv1."#))
         #expect(!page.contains(#"pgconn_tls_info{target="plain""#), "no TLS, no TLS series")
         #expect(page.contains(#"pgconn_session_server_info{target="tls",host="127.0.0.1",port="\#(server.port)"} 1"#))

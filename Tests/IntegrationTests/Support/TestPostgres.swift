@@ -108,6 +108,40 @@ final class TestPostgres: TestServer, Sendable {
     ///
     /// Ready means `postmaster.pid` says `ready` (line 8: `starting`, `ready`, `stopping`) and `pg_isready`
     /// confirms over TCP.
+    /// A hot standby of `primary`, made with `pg_basebackup -R` over the primary's unix socket (local
+    /// replication is trusted), streaming from it, started on a free port.
+    static func startStandby(of primary: TestPostgres) throws -> TestPostgres {
+        let binDir = try findBinDir()
+        return try ServerProcess.startOnFreePort(tempDirPrefix: "pgconn-standby") { port, rootDir in
+            let server = TestPostgres(port: port, rootDir: rootDir, binDir: binDir)
+            try server.copy(from: primary)
+            return server
+        }
+    }
+
+    private func copy(from primary: TestPostgres) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(at: socketDir, withIntermediateDirectories: false)
+        _ = fm.createFile(atPath: logFile.path, contents: nil)
+        try ServerUser.handOver(rootDir)
+        try ServerUser.handOver(socketDir)
+        let result = try ServerUser.run(
+            binary("pg_basebackup"),
+            [
+                "-h", primary.socketDir.path, "-p", String(primary.port), "-U", "postgres", "-D", dataDir.path, "-R",
+                "-X", "stream", "--no-sync",
+            ])
+        guard result.status == 0 else {
+            throw TestPostgresError("pg_basebackup failed (exit \(result.status)):\n\(result.stdout)\(result.stderr)")
+        }
+    }
+
+    /// Ends recovery on a standby (`pg_promote()`, waiting until it is a primary).
+    func promote() throws {
+        let promoted = try psql("SELECT pg_promote(wait => true, wait_seconds => 30)")
+        guard promoted == "t" else { throw TestPostgresError("pg_promote() returned \(promoted)") }
+    }
+
     func start() throws {
         try postmaster.start(timeout: Self.startTimeout) {
             guard postmasterStatus() == "ready" else { return false }

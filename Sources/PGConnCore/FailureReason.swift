@@ -37,6 +37,8 @@ public enum FailureReason: String, CaseIterable, Sendable, Hashable, Codable {
     case queryError = "query_error"
     /// The server is in the wrong role: in recovery when `expect: primary` (or the reverse), or 25006.
     case readOnly = "read_only"
+    /// A standby replays further behind than the target's `max_replay_lag`: its data is too old to read from.
+    case replicationLag = "replication_lag"
     /// Anything else.
     case other
 }

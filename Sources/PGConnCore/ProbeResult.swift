@@ -66,7 +66,7 @@ public struct ProbeResult: Sendable, Equatable {
         switch SessionReply.probe(reply, roleChecked: true) {
         case .lost(let failure), .probeFailed(let failure, _):
             return (failure, nil)
-        case .probeSucceeded(let inRecovery, _):
+        case .probeSucceeded(let inRecovery, _, _):
             return (inRecovery.flatMap { expect.mismatch(inRecovery: $0) }, inRecovery)
         case .facts, .rolledBack:
             preconditionFailure("SessionReply.probe answers a probe event")

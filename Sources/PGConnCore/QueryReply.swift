@@ -98,7 +98,8 @@ public enum SessionReply {
         case lost(Failure)
         /// The facts query finished; `nil` when the server could not answer it (a pooler's console).
         case facts(ServerFacts?)
-        case probeSucceeded(inRecovery: Bool?, transactionOpen: Bool)
+        /// `replayLag`: seconds a standby replays behind, when the probe asked (`expect: standby`).
+        case probeSucceeded(inRecovery: Bool?, transactionOpen: Bool, replayLag: Double? = nil)
         case probeFailed(Failure, transactionOpen: Bool)
         /// The `ROLLBACK` after a probe left no transaction open.
         case rolledBack
@@ -133,9 +134,11 @@ public enum SessionReply {
         }
         // In single-row mode each row is a result of its own, and each statement ends with an empty one: the
         // role is the last row that has a value.
-        let inRecovery =
-            roleChecked ? reply.results.last(where: { $0.firstValue != nil })?.firstValue.map { $0 == "t" } : nil
-        return .probeSucceeded(inRecovery: inRecovery, transactionOpen: reply.transactionOpen)
+        let roleRow = roleChecked ? reply.results.last(where: { $0.firstValue != nil }) : nil
+        let inRecovery = roleRow?.firstValue.map { $0 == "t" }
+        return .probeSucceeded(
+            inRecovery: inRecovery, transactionOpen: reply.transactionOpen,
+            replayLag: roleRow?.secondValue.flatMap(Double.init))
     }
 
     /// The reply to the `ROLLBACK` after a probe; a session still in a transaction after it cannot be trusted.
@@ -185,6 +188,18 @@ public enum SessionQueries {
     /// The role query goes on a line of its own after a `;` on a line of its own, so a trailing `-- comment`
     /// or a missing or present final `;` in the user's query cannot swallow it (an empty statement is allowed).
     public static func probe(for config: TargetConfig) -> String {
-        config.expect == .any ? config.query : config.query + "\n;\nSELECT pg_catalog.pg_is_in_recovery()"
+        switch config.expect {
+        case .any: config.query
+        case .primary: config.query + "\n;\nSELECT pg_catalog.pg_is_in_recovery()"
+        case .standby: config.query + "\n;\n" + standbyRoleAndLag
+        }
     }
+
+    /// The role, and how many seconds the standby's replay is behind: 0 when it has replayed all it received
+    /// (an idle primary sends nothing, and a timestamp-only lag would grow for ever), else the age of the last
+    /// replayed transaction. NULL on a primary.
+    public static let standbyRoleAndLag =
+        "SELECT pg_catalog.pg_is_in_recovery(), CASE WHEN pg_catalog.pg_last_wal_receive_lsn() "
+        + "= pg_catalog.pg_last_wal_replay_lsn() THEN 0 ELSE extract(epoch FROM now() "
+        + "- pg_catalog.pg_last_xact_replay_timestamp()) END::float8"
 }

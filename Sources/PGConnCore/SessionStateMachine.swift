@@ -71,6 +71,8 @@ public struct SessionStateMachine: Sendable {
         case serverRestarted
         case outageStarted
         case outageEnded(duration: Duration)
+        /// How far a standby replays behind, read with the probe (`expect: standby`).
+        case replayLag(seconds: Double)
         /// The session connected, to this server (libpq's host and port, TLS details).
         case endpoint(ConnectionDetails)
         /// The session connected to another host or port than the previous session (`host:port` each).
@@ -247,11 +249,22 @@ public struct SessionStateMachine: Sendable {
     ///
     /// - Parameter leftTransactionOpen: the query left the session inside a transaction: a `ROLLBACK` follows.
     public mutating func probeSucceeded(
-        inRecovery: Bool?, leftTransactionOpen: Bool = false, now: MonotonicInstant
+        inRecovery: Bool?, replayLag: Double? = nil, leftTransactionOpen: Bool = false, now: MonotonicInstant
     ) -> Output {
         guard case .up(let since, .probing(let started)) = state else { return Output() }
         var output = Output()
         finishProbe(since: since, started: started, rollback: leftTransactionOpen, now: now, into: &output)
+        if let replayLag { output.observations.append(.replayLag(seconds: replayLag)) }
+        if let replayLag, let limit = config.maxReplayLag, inRecovery != false, replayLag > limit.seconds {
+            let failure = Failure(
+                reason: .replicationLag,
+                message:
+                    "replay is \((replayLag * 10).rounded() / 10)s behind, over max_replay_lag \(limit.prometheusString)"
+            )
+            output.observations += [.probeFailed(failure), .facts(ServerFacts(inRecovery: inRecovery))]
+            recordFailure(failure, now: now, into: &output)
+            return output
+        }
         if let inRecovery, let failure = roleMismatch(inRecovery: inRecovery) {
             // The session is kept, so no reconnect would re-read the role: report the new one here.
             output.observations += [.probeFailed(failure), .facts(ServerFacts(inRecovery: inRecovery))]

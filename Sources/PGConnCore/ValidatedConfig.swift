@@ -190,14 +190,17 @@ public struct TargetConfig: Sendable, Equatable {
     public internal(set) var expect: ExpectedRole
     /// Extra labels for `pgconn_target_info`, sorted by key.
     public internal(set) var labels: [(key: String, value: String)]
+    /// With `expect: standby`: a standby replaying further behind fails its probes with `replication_lag`.
+    public internal(set) var maxReplayLag: Duration?
 
     init(
         name: String, dsn: String, summary: DSNSummary, password: PasswordSource = .none,
         query: String = "SELECT 1", probeInterval: Duration = .seconds(5), probeTimeout: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), loginInterval: Duration = .seconds(60),
         backoff: BackoffConfig = .default, keepalives: KeepaliveConfig = .default,
-        expect: ExpectedRole = .any, labels: [(key: String, value: String)] = []
+        expect: ExpectedRole = .any, labels: [(key: String, value: String)] = [], maxReplayLag: Duration? = nil
     ) {
+        self.maxReplayLag = maxReplayLag
         self.name = name
         self.dsn = dsn
         self.summary = summary
@@ -218,7 +221,7 @@ public struct TargetConfig: Sendable, Equatable {
             && lhs.query == rhs.query && lhs.probeInterval == rhs.probeInterval
             && lhs.probeTimeout == rhs.probeTimeout && lhs.connectTimeout == rhs.connectTimeout
             && lhs.loginInterval == rhs.loginInterval && lhs.backoff == rhs.backoff
-            && lhs.keepalives == rhs.keepalives && lhs.expect == rhs.expect
+            && lhs.keepalives == rhs.keepalives && lhs.expect == rhs.expect && lhs.maxReplayLag == rhs.maxReplayLag
             && lhs.labels.elementsEqual(rhs.labels, by: { $0.key == $1.key && $0.value == $1.value })
     }
 }

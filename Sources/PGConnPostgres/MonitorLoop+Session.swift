@@ -80,9 +80,11 @@ extension MonitorLoop {
             drive(target, target.session.connectionLost(failure, now: now), now: now)
         case .facts(let facts):
             drive(target, target.session.factsRead(facts, now: now), now: now)
-        case .probeSucceeded(let inRecovery, let open):
+        case .probeSucceeded(let inRecovery, let open, let replayLag):
             drive(
-                target, target.session.probeSucceeded(inRecovery: inRecovery, leftTransactionOpen: open, now: now),
+                target,
+                target.session.probeSucceeded(
+                    inRecovery: inRecovery, replayLag: replayLag, leftTransactionOpen: open, now: now),
                 now: now)
         case .probeFailed(let failure, let open):
             drive(target, target.session.probeFailed(failure, leftTransactionOpen: open, now: now), now: now)

@@ -109,4 +109,57 @@ import Testing
                 #"msg=failover target=app from=127.0.0.1:\#(primary.port) to=127.0.0.1:\#(standby.port) duration_seconds="#
             ), "\(log)")
     }
+
+    /// A standby whose replay is paused while the primary writes falls behind `max_replay_lag`: its probes
+    /// fail with `replication_lag`, `/health/<target>` answers 503 (a load balancer stops sending reads), and
+    /// both come back once replay resumes.
+    @Test func aStandbyFurtherBehindThanMaxReplayLagFailsItsHealth() throws {
+        let primary = try TestPostgres.start(settings: ["wal_level": "replica"])
+        defer { primary.cleanup() }
+        let standby = try TestPostgres.startStandby(of: primary)
+        defer { standby.cleanup() }
+        let directory = try TemporaryDirectory()
+        let config = try directory.write(
+            "config.yml",
+            """
+            defaults:
+              probe_interval: 200ms
+              probe_timeout: 150ms
+              login_interval: 0s
+            targets:
+              - name: reads
+                dsn: \(standby.dsn(password: TestPostgres.superuserPassword)) sslmode=disable
+                expect: standby
+                max_replay_lag: 2s
+            """)
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        defer { exporter.kill() }
+        // The lag is the age of the last replayed transaction: replay one first (a fresh standby has none).
+        try primary.psql("CREATE TABLE written_while_paused (x int)")
+        try eventually(timeout: .seconds(30)) {
+            try standby.psql("SELECT to_regclass('written_while_paused') IS NOT NULL") == "t"
+        }
+        try eventually(timeout: .seconds(30)) {
+            try httpGet(port: port, path: "/health/reads").status == 200
+                && httpGet(port: port, path: "/metrics").body.contains(
+                    #"pgconn_server_replay_lag_seconds{target="reads"} 0"#)
+        }
+
+        try standby.psql("SELECT pg_wal_replay_pause()")
+        try eventually(timeout: .seconds(30), poll: .milliseconds(200)) {
+            try primary.psql("INSERT INTO written_while_paused VALUES (1)")
+            return try httpGet(port: port, path: "/health/reads").status == 503
+        }
+        let health = try httpGet(port: port, path: "/health/reads?format=json").body
+        #expect(health.contains("replication_lag"), "\(health)")
+        let page = try httpGet(port: port, path: "/metrics").body
+        #expect(page.contains(#"pgconn_probe_failures_total{target="reads",reason="replication_lag"}"#))
+        #expect(page.contains(#"pgconn_up{target="reads"} 0"#))
+
+        try standby.psql("SELECT pg_wal_replay_resume()")
+        try eventually(timeout: .seconds(30)) { try httpGet(port: port, path: "/health/reads").status == 200 }
+        #expect(try httpGet(port: port, path: "/metrics").body.contains(#"pgconn_up{target="reads"} 1"#))
+    }
 }

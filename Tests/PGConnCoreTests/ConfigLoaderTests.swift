@@ -543,3 +543,60 @@ struct ConfigLoaderTests {
         #expect(keys.filter { !text.contains("\($0):") }.isEmpty)
     }
 }
+
+/// `max_replay_lag`: a standby's freshness bound.
+@Suite struct MaxReplayLagConfigTests {
+    @Test func isReadForStandbysAndRefusedForOtherRoles() throws {
+        let config = try load(
+            yaml: """
+                targets:
+                  - name: reads
+                    dsn: host=db2
+                    expect: standby
+                    max_replay_lag: 30s
+                  - name: writes
+                    dsn: host=db1
+                """
+        ).get()
+        #expect(config.targets[0].maxReplayLag == .seconds(30))
+        #expect(config.targets[1].maxReplayLag == nil)
+        #expect(SessionQueries.probe(for: config.targets[0]).contains("pg_last_xact_replay_timestamp()"))
+        #expect(!SessionQueries.probe(for: config.targets[1]).contains("pg_last_xact_replay_timestamp()"))
+
+        let wrong = load(
+            yaml: "targets:\n  - name: w\n    dsn: host=db1\n    expect: primary\n    max_replay_lag: 30s\n")
+        guard case .failure(let error) = wrong else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(error.messages == ["targets[0].max_replay_lag: needs expect: standby (only a standby replays)"])
+        let zero = load(yaml: "targets:\n  - name: w\n    dsn: host=db1\n    expect: standby\n    max_replay_lag: 0s\n")
+        guard case .failure(let zeroError) = zero else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(zeroError.messages == ["targets[0].max_replay_lag: must be greater than 0"])
+    }
+
+    @Test func aStandbyBehindTheLimitFailsItsProbeWithReplicationLag() {
+        var config = SessionStateMachineTests.config
+        config.expect = .standby
+        config.maxReplayLag = .seconds(30)
+        var machine = SessionStateMachine(config: config, seed: 1)
+        let at = { (seconds: Double) in MonotonicInstant(nanoseconds: Int64(seconds * 1e9)) }
+        _ = machine.start(now: at(0))
+        _ = machine.connected(now: at(0.05))
+        _ = machine.factsRead(ServerFacts(inRecovery: true), now: at(0.06))
+        let fresh = machine.probeSucceeded(inRecovery: true, replayLag: 3, now: at(0.1))
+        #expect(fresh.observations.contains(.replayLag(seconds: 3)))
+        #expect(machine.isHealthy)
+        _ = machine.timerFired(now: at(5.06))
+        let behind = machine.probeSucceeded(inRecovery: true, replayLag: 42.04, now: at(5.1))
+        #expect(
+            behind.observations.contains(
+                .probeFailed(
+                    Failure(reason: .replicationLag, message: "replay is 42.0s behind, over max_replay_lag 30s"))))
+        #expect(!machine.isHealthy)
+        #expect(machine.stateName == .up, "the session stays")
+    }
+}

@@ -48,8 +48,8 @@ import Testing
     /// and server facts: the primary of the golden scenario. With `reasons: seen` it has one reason counter,
     /// for its one failed probe; a target that never failed has one series fewer.
     @Test(arguments: [
-        (MetricsDetail.Histograms.full, MetricsDetail.Reasons.all, 108),
-        (.coarse, .all, 91), (.off, .all, 70),
+        (MetricsDetail.Histograms.full, MetricsDetail.Reasons.all, 109),
+        (.coarse, .all, 92), (.off, .all, 71),
         (.full, .seen, 62), (.coarse, .seen, 45), (.off, .seen, 24),
     ])
     func seriesPerHealthyTarget(histograms: MetricsDetail.Histograms, reasons: MetricsDetail.Reasons, count: Int)

@@ -92,9 +92,9 @@ import Testing
         let series = TargetSeries(config: Self.config)
         let probe: Set<FailureReason> = [
             .timeout, .network, .tls, .auth, .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost,
-            .queryError, .readOnly, .other,
+            .queryError, .readOnly, .replicationLag, .other,
         ]
-        let connect = Set(FailureReason.allCases).subtracting([.queryError, .readOnly, .idleTimeout])
+        let connect = Set(FailureReason.allCases).subtracting([.queryError, .readOnly, .replicationLag, .idleTimeout])
         let disconnect: Set<FailureReason> = [
             .timeout, .network, .tls, .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost, .other,
         ]
@@ -120,7 +120,7 @@ import Testing
         #expect(series.connectionFailures[.readOnly] == 1)
         #expect(series.disconnects[.auth] == 1)
         #expect(series.loginFailures[.queryError] == 1)
-        #expect(series.probeFailures.count == 12, "the pre-created eleven plus the new one")
+        #expect(series.probeFailures.count == 13, "the pre-created twelve plus the new one")
     }
 
     // MARK: - Session observations
@@ -282,6 +282,7 @@ extension TargetSeriesTests {
         var roleChanges: UInt64
         var failovers: UInt64
         var failoverDuration: Histogram
+        var replayLag: Double?
 
         init(_ series: TargetSeries) {
             probeHealthy = series.probeHealthy
@@ -312,6 +313,7 @@ extension TargetSeriesTests {
             roleChanges = series.roleChanges
             failovers = series.failovers
             failoverDuration = series.failoverDuration
+            replayLag = series.replayLag
         }
 
         /// The names of the fields that differ, for a readable failure.
@@ -411,6 +413,7 @@ extension TargetSeriesTests {
                 $0.server = ConnectionDetails(
                     host: "db2", port: "5432", tls: TLSDetails(version: "TLSv1.3", cipher: "X"))
             },
+            SessionCase(name: "replayLag", observation: .replayLag(seconds: 2.5)) { $0.replayLag = 2.5 },
             SessionCase(name: "hostSwitched", observation: .hostSwitched(from: "db1:5432", to: "db2:5432")) {
                 $0.hostSwitches += 1
             },
@@ -442,13 +445,14 @@ extension TargetSeriesTests {
             case .endpoint: "endpoint"
             case .hostSwitched: "hostSwitched"
             case .failover: "failover"
+            case .replayLag: "replayLag"
             }
         }
 
         static let allKinds = [
             "connectionAttempt", "connected", "connectionFailed", "facts", "probeSucceeded", "probeFailed",
             "disconnected", "reset", "stateChanged", "healthChanged", "outageStarted", "outageEnded", "downtime",
-            "serverRestarted", "endpoint", "hostSwitched", "failover",
+            "serverRestarted", "endpoint", "hostSwitched", "failover", "replayLag",
         ]
     }
 

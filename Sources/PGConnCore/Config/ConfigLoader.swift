@@ -30,7 +30,7 @@ public enum ConfigLoader {
 
     private static let topLevelKeys: Set<String> = ["defaults", "health", "metrics", "modules", "targets"]
     private static let targetKeys: Set<String> = [
-        "name", "dsn", "password_file", "password_env", "expect", "labels",
+        "name", "dsn", "password_file", "password_env", "expect", "labels", "max_replay_lag",
     ]
     /// Labels `pgconn_target_info` sets itself.
     private static let reservedLabels: Set<String> = ["target", "host", "port", "database", "user", "sslmode"]
@@ -121,6 +121,7 @@ public enum ConfigLoader {
             var passwordEnv: String?
             var expect = ExpectedRole.any
             var labels: [(key: String, value: String)] = []
+            var maxReplayLag: Duration?
             var overrides = ProbeSettingsOverrides()
 
             for (key, value) in entries {
@@ -160,6 +161,9 @@ public enum ConfigLoader {
                     if let role = readExpect(value, at: keyPath, reader: &reader) { expect = role }
                 case "labels":
                     labels = readLabels(value, at: keyPath, reader: &reader)
+                case "max_replay_lag":
+                    maxReplayLag = ProbeSettingsOverrides.positive(
+                        reader.duration(value, at: keyPath), keyPath, &reader)
                 case _ where ProbeSettingsOverrides.keys.contains(key):
                     overrides.read(key: key, value: value, path: keyPath, reader: &reader)
                 default:
@@ -176,6 +180,10 @@ public enum ConfigLoader {
             if passwordFile != nil, passwordEnv != nil {
                 reader.report(path, "password_file and password_env are mutually exclusive")
             }
+            if maxReplayLag != nil, expect != .standby {
+                reader.report(
+                    ConfigReader.path(path, "max_replay_lag"), "needs expect: standby (only a standby replays)")
+            }
             let settings = defaults.applying(overrides)
             overrides.checkConsistency(of: settings, path: path, reader: &reader)
 
@@ -189,7 +197,8 @@ public enum ConfigLoader {
                     name: name, dsn: dsn, summary: summary, password: password, query: settings.query,
                     probeInterval: settings.probeInterval, probeTimeout: settings.resolvedProbeTimeout,
                     connectTimeout: settings.connectTimeout, loginInterval: settings.loginInterval,
-                    backoff: settings.backoff, keepalives: settings.keepalives, expect: expect, labels: labels))
+                    backoff: settings.backoff, keepalives: settings.keepalives, expect: expect, labels: labels,
+                    maxReplayLag: maxReplayLag))
         }
         return targets
     }

@@ -333,6 +333,10 @@ public final class MetricsStore: Sendable {
         gauge("pgconn_server_start_time_seconds", "Unix time the server (postmaster) started; a change is a restart.") {
             $0.serverStartTime
         }
+        gauge(
+            "pgconn_server_replay_lag_seconds",
+            "How far the standby's replay is behind (expect: standby targets): 0 when it has replayed all it received."
+        ) { $0.replayLag }
         counter(
             "pgconn_role_changes_total",
             "Changes of the connected server's role (pg_is_in_recovery()), such as a promotion under a live session."

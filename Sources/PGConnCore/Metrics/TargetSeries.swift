@@ -40,6 +40,8 @@ public struct TargetSeries: Sendable {
     public internal(set) var serverVersion: String?
     public internal(set) var inRecovery: Bool?
     public internal(set) var serverStartTime: Double?
+    /// How far behind the standby replays (`expect: standby` targets), seconds; `nil` until read.
+    public internal(set) var replayLag: Double?
     /// The server of the latest session (kept after it is lost, until the next connects).
     public internal(set) var server: ConnectionDetails?
     /// Whether the DSN lists several hosts: the switch and failover families are shown for such targets (and
@@ -62,13 +64,13 @@ public struct TargetSeries: Sendable {
 
     /// Reasons a failed connect can have (session connects and login checks).
     static let connectReasons: [FailureReason] = FailureReason.allCases.filter {
-        ![.queryError, .readOnly, .idleTimeout].contains($0)
+        ![.queryError, .readOnly, .replicationLag, .idleTimeout].contains($0)
     }
     /// Reasons a probe on an established session can fail with.
     /// `auth` is here because a probe refused for privileges (42501) is classified so.
     static let probeReasons: [FailureReason] = [
         .timeout, .network, .tls, .auth, .adminShutdown, .crashShutdown, .idleTimeout, .connectionLost,
-        .queryError, .readOnly, .other,
+        .queryError, .readOnly, .replicationLag, .other,
     ]
     /// Reasons an established session can be lost for.
     static let disconnectReasons: [FailureReason] = [
@@ -152,6 +154,8 @@ public struct TargetSeries: Sendable {
             break  // logged by the monitor; the new start time itself came with `.facts`
         case .endpoint(let details):
             server = details
+        case .replayLag(let seconds):
+            replayLag = seconds
         case .hostSwitched:
             hostSwitches += 1
         case .failover(_, _, let duration):

@@ -20,10 +20,12 @@ enum ConnectionParameters {
     /// - Parameters:
     ///   - dsnValues: what the DSN and libpq's environment defaults set (``DSNParser/effectiveValues(of:)``).
     ///   - password: read by ``readPassword(_:)``, `nil` to let libpq decide (no password, or `.pgpass`).
-    ///   - hostaddr: numeric addresses for the DSN's hosts, so libpq never resolves a name on the loop.
+    ///   - resolved: numeric addresses for the DSN's hosts (and the hosts and ports repeated to match when a name
+    ///     has several), so libpq never resolves a name on the loop.
     ///   - serverTimeouts: send ``serverTimeouts(for:dsnOptions:)`` (false once a pooler refused them).
     static func overrides(
-        for target: TargetConfig, purpose: Purpose, dsnValues: [String: String], password: String?, hostaddr: String?,
+        for target: TargetConfig, purpose: Purpose, dsnValues: [String: String], password: String?,
+        resolved: ResolvedHosts?,
         serverTimeouts: Bool = true
     ) -> [(String, String)] {
         var pairs: [(String, String)] = [
@@ -43,7 +45,11 @@ enum ConnectionParameters {
             pairs.append(("options", options))
         }
         if let password { pairs.append(("password", password)) }
-        if let hostaddr { pairs.append(("hostaddr", hostaddr)) }
+        if let resolved {
+            pairs.append(("hostaddr", resolved.hostaddr))
+            if let host = resolved.host { pairs.append(("host", host)) }
+            if let port = resolved.port { pairs.append(("port", port)) }
+        }
         return pairs
     }
 

@@ -9,27 +9,51 @@ import PGConnCore
 /// server would stall every target. The monitor resolves first (on its lookup ``WorkerPool``) and hands libpq
 /// numeric `hostaddr` values, keeping `host` for TLS verification and `pg_hba.conf`.
 ///
-/// Each name gets its first address; libpq's own fallback over several addresses of one name is given up for
-/// this (a DSN can still list several hosts).
+/// A name with several addresses is tried at each of them in turn, as libpq does when it resolves names itself:
+/// the name is repeated in `host` once per address (``ResolvedHosts``), so TLS verification still sees the name.
 enum HostResolver {
-    /// Resolves every entry of `hosts` with `lookUp`: one `hostaddr` entry per host, or the first failure.
+    /// At most this many addresses of one name are tried (each may cost a connect timeout's share).
+    static let maximumAddressesPerName = 8
+
+    /// Resolves every entry of `hosts` with `lookUp` (which answers a name's addresses, comma-separated): the
+    /// `hostaddr` list libpq is given, and `host` and `port` lists expanded to match when a name gave several
+    /// addresses; or the first failure.
+    ///
+    /// - Parameter ports: the DSN's `port` value; a list of one per host is expanded with the hosts.
     static func resolve(
-        _ hosts: [String], with lookUp: (String) -> Result<String, Failure>
-    ) -> Result<String, Failure> {
-        var addresses: [String] = []
+        _ hosts: [String], ports: String? = nil, with lookUp: (String) -> Result<String, Failure>
+    ) -> Result<ResolvedHosts, Failure> {
+        var groups: [[String]] = []
         for host in hosts {
             switch needsLookup(host) ? lookUp(host) : .success(isNumeric(host) ? host : "") {
-            case .success(let address): addresses.append(address)
+            case .success(let addresses):
+                var seen = Set<String>()
+                let unique = addresses.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+                    .filter { seen.insert($0).inserted }
+                groups.append(Array(unique.prefix(maximumAddressesPerName)))
             case .failure(let failure): return .failure(failure)
             }
         }
-        return .success(addresses.joined(separator: ","))
+        let hostaddr = groups.flatMap { $0 }.joined(separator: ",")
+        guard groups.contains(where: { $0.count > 1 }) else { return .success(ResolvedHosts(hostaddr: hostaddr)) }
+        let expandedHosts = zip(hosts, groups).flatMap { host, group in Array(repeating: host, count: group.count) }
+        var expandedPorts: String?
+        if let portList = ports?.split(separator: ",", omittingEmptySubsequences: false).map(String.init),
+            portList.count == hosts.count, portList.count > 1
+        {
+            expandedPorts = zip(portList, groups).flatMap { port, group in Array(repeating: port, count: group.count) }
+                .joined(separator: ",")
+        }
+        return .success(
+            ResolvedHosts(hostaddr: hostaddr, host: expandedHosts.joined(separator: ","), port: expandedPorts))
     }
 
-    /// One `hostaddr` entry for `host`: empty for a socket directory (no lookup), the host itself if numeric,
-    /// else its first address.
+    /// `host`'s `hostaddr` entries, comma-separated: empty for a socket directory (no lookup), the host itself
+    /// if numeric, else every address it resolves to, in the resolver's order.
     static func lookUp(_ host: String) -> Result<String, Failure> {
-        if host.isEmpty || host.hasPrefix("/") || host.hasPrefix("@") || isNumeric(host) { return .success(numericOrEmpty(host)) }
+        if host.isEmpty || host.hasPrefix("/") || host.hasPrefix("@") || isNumeric(host) {
+            return .success(numericOrEmpty(host))
+        }
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -41,14 +65,23 @@ enum HostResolver {
                 Failure(reason: .dns, message: "could not translate host name \"\(host)\" to address: \(reason)"))
         }
         defer { freeaddrinfo(result) }
-        var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-        let named = getnameinfo(
-            first.pointee.ai_addr, first.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST)
-        guard named == 0 else {
-            let reason = String(cString: gai_strerror(named))
-            return .failure(Failure(reason: .dns, message: "could not format the address of \"\(host)\": \(reason)"))
+        var addresses: [String] = []
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let current = entry {
+            var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            let named = getnameinfo(
+                current.pointee.ai_addr, current.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0,
+                NI_NUMERICHOST)
+            if named == 0 {
+                let address = String(cString: buffer)
+                if !addresses.contains(address) { addresses.append(address) }
+            }
+            entry = current.pointee.ai_next
         }
-        return .success(String(cString: buffer))
+        guard !addresses.isEmpty else {
+            return .failure(Failure(reason: .dns, message: "could not format the addresses of \"\(host)\""))
+        }
+        return .success(addresses.joined(separator: ","))
     }
 
     /// Which hosts of `dsn` need a lookup before libpq may connect, from the keywords libpq will really use
@@ -77,5 +110,23 @@ enum HostResolver {
         var v4 = in_addr()
         var v6 = in6_addr()
         return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+    }
+}
+
+/// What a lookup gives libpq: `hostaddr`, and the `host` and `port` lists when a name had several addresses.
+struct ResolvedHosts: Sendable, Equatable {
+    /// One numeric address (or empty, for a socket directory) per connection libpq may try.
+    var hostaddr: String
+    /// The DSN's hosts repeated to match `hostaddr`; `nil` when every host had one address (the DSN's stand).
+    var host: String?
+    /// The DSN's per-host ports repeated the same way; `nil` when the DSN's `port` applies as it is.
+    var port: String?
+
+    /// The first address, when every entry belongs to one host (a name with several addresses): where the port
+    /// check of a refused session goes. `nil` for several hosts.
+    var singleHostAddress: String? {
+        guard let host else { return hostaddr.contains(",") ? nil : hostaddr }
+        let names = Set(host.split(separator: ",", omittingEmptySubsequences: false))
+        return names.count == 1 ? hostaddr.split(separator: ",").first.map(String.init) : nil
     }
 }

@@ -89,7 +89,7 @@ extension MonitorLoop {
     /// Joins the target's lookup (starting one if none is in flight), or connects at once without names.
     private func resolve(_ slot: ConnectionSlot, of target: TargetRuntime, now: MonotonicInstant) {
         guard let hosts = target.hostsNeedingLookup else {
-            connect(slot, of: target, hostaddr: nil, now: now)
+            connect(slot, of: target, resolved: nil, now: now)
             return
         }
         slot.stage = .resolving
@@ -101,13 +101,14 @@ extension MonitorLoop {
         target.lookup.inFlight = ticket
         pendingLookups[ticket] = target.id
         let lookUp = environment.lookUp
+        let ports = target.dsnValues["port"]
         lookupPool(for: target).submit(ticket: ticket) { [weak self] in
-            self?.send(.lookupFinished(ticket: ticket, HostResolver.resolve(hosts, with: lookUp)))
+            self?.send(.lookupFinished(ticket: ticket, HostResolver.resolve(hosts, ports: ports, with: lookUp)))
         }
     }
 
     /// A lookup finished: every slot of the target still waiting for it connects (or fails) now.
-    func lookupFinished(ticket: UInt64, _ result: Result<String, Failure>, now: MonotonicInstant) {
+    func lookupFinished(ticket: UInt64, _ result: Result<ResolvedHosts, Failure>, now: MonotonicInstant) {
         guard let id = pendingLookups.removeValue(forKey: ticket), let target = runtime(id),
             target.lookup.inFlight == ticket
         else { return }
@@ -117,7 +118,7 @@ extension MonitorLoop {
             let slot = target.slot(role)
             guard slot.stage == .resolving else { continue }
             switch result {
-            case .success(let hostaddr): connect(slot, of: target, hostaddr: hostaddr, now: now)
+            case .success(let resolved): connect(slot, of: target, resolved: resolved, now: now)
             case .failure(let failure):
                 slot.stage = .idle
                 connectFailed(slot, of: target, failure, now: now)
@@ -140,7 +141,9 @@ extension MonitorLoop {
         probeRuns[target.id] == nil ? lookups : probeLookups
     }
 
-    private func connect(_ slot: ConnectionSlot, of target: TargetRuntime, hostaddr: String?, now: MonotonicInstant) {
+    private func connect(
+        _ slot: ConnectionSlot, of target: TargetRuntime, resolved: ResolvedHosts?, now: MonotonicInstant
+    ) {
         let purpose: ConnectionParameters.Purpose =
             switch slot.role {
             case .session: .session
@@ -148,15 +151,20 @@ extension MonitorLoop {
             case .probe: .probe
             }
         if slot.role == .probe {
-            let address = hostaddr.map { " (\($0))" } ?? ""
+            let address = resolved.map { " (\($0.hostaddr))" } ?? ""
             traceProbe(target, "connecting to \(target.config.summary.host):\(target.config.summary.port)\(address)")
         }
         let overrides = ConnectionParameters.overrides(
             for: target.config, purpose: purpose, dsnValues: target.dsnValues, password: slot.password,
-            hostaddr: hostaddr, serverTimeouts: target.sendsServerTimeouts)
+            resolved: resolved, serverTimeouts: target.sendsServerTimeouts)
         slot.password = nil
         slot.stage = .connecting
-        if slot.role == .session { target.endpoint = Endpoint.of(values: target.dsnValues, hostaddr: hostaddr) }
+        if slot.role == .session {
+            target.endpoint =
+                resolved?.host == nil
+                ? Endpoint.of(values: target.dsnValues, hostaddr: resolved?.hostaddr)
+                : resolved?.singleHostAddress.flatMap { Endpoint.of(values: target.dsnValues, hostaddr: $0) }
+        }
         let factory = environment.connections
         let dsn = target.config.dsn
         submitStep(slot, of: target, connection: nil) { factory.start(dsn: dsn, overrides: overrides) }

@@ -17,7 +17,7 @@ final class MonitorLoop: @unchecked Sendable {
         case stop
         case reload(ValidatedConfig, ReloadCompletion)
         case passwordRead(ticket: UInt64, Result<String?, Failure>)
-        case lookupFinished(ticket: UInt64, Result<String, Failure>)
+        case lookupFinished(ticket: UInt64, Result<ResolvedHosts, Failure>)
         case cancelSent(id: Int)
         case credentialsRead(id: Int, Result<String?, Failure>)
         case probe(ProbeOrder, ProbeCompletion)

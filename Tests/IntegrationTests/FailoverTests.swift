@@ -154,12 +154,17 @@ import Testing
         }
         let health = try httpGet(port: port, path: "/health/reads?format=json").body
         #expect(health.contains("replication_lag"), "\(health)")
-        let page = try httpGet(port: port, path: "/metrics").body
-        #expect(page.contains(#"pgconn_probe_failures_total{target="reads",reason="replication_lag"}"#))
-        #expect(page.contains(#"pgconn_up{target="reads"} 0"#))
+        try eventually(timeout: .seconds(5)) {
+            let page = try httpGet(port: port, path: "/metrics").body
+            return page.contains(#"pgconn_up{target="reads"} 0"#)
+                && !page.contains(#"pgconn_probe_failures_total{target="reads",reason="replication_lag"} 0"#)
+        }
 
         try standby.psql("SELECT pg_wal_replay_resume()")
         try eventually(timeout: .seconds(30)) { try httpGet(port: port, path: "/health/reads").status == 200 }
-        #expect(try httpGet(port: port, path: "/metrics").body.contains(#"pgconn_up{target="reads"} 1"#))
+        // /metrics is served from ready bytes, up to a fraction of a second older than /health.
+        try eventually(timeout: .seconds(5)) {
+            try httpGet(port: port, path: "/metrics").body.contains(#"pgconn_up{target="reads"} 1"#)
+        }
     }
 }

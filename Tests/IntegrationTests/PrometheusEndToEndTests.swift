@@ -152,31 +152,41 @@ import Testing
         }
         #expect(empty.isEmpty, "queries without data:\n\(empty.joined(separator: "\n"))")
         if let output = ProcessInfo.processInfo.environment["PGCONN_DASHBOARD_DATA"], !output.isEmpty {
-            try Self.dumpRanges(of: queries.map(\.expr), from: prometheus, seconds: (clock.now - began).components.seconds + 5, to: output)
+            try Self.dumpRanges(
+                of: queries.map(\.expr), from: prometheus, seconds: (clock.now - began).components.seconds + 5,
+                to: output)
         }
 
         // Every metric name the dashboards and rules use is on the real /metrics page (or a recording rule, or
         // one of Prometheus' own series).
         let page = try httpGet(port: exporterPort, path: "/metrics").body
+        // Sample names, and the families declared with `# TYPE` (a family without samples on this page, such
+        // as the TLS or failover ones for these plain single-host targets, is still exported).
         let exported = Set(
-            page.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line in
-                line.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init)
+            page.split(separator: "\n").compactMap { line -> String? in
+                if line.hasPrefix("# TYPE ") { return line.split(separator: " ").dropFirst(2).first.map(String.init) }
+                if line.hasPrefix("#") { return nil }
+                return line.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init)
             })
         let recorded = Set(
             recording.split(separator: "\n").compactMap { line -> String? in
                 let trimmed = line.trimmingCharacters(in: .whitespaces)
-                return trimmed.hasPrefix("- record:") ? trimmed.dropFirst("- record:".count).trimmingCharacters(in: .whitespaces) : nil
+                return trimmed.hasPrefix("- record:")
+                    ? trimmed.dropFirst("- record:".count).trimmingCharacters(in: .whitespaces) : nil
             })
         let prometheusOwn: Set<String> = ["up", "scrape_duration_seconds", "ALERTS", "ALERTS_FOR_STATE"]
         let alertsText = try String(
             contentsOf: PrometheusRulesTests.rules.appendingPathComponent("alerts.yml"), encoding: .utf8)
-        let used = Self.metricNames(in: queries.map(\.expr) + Self.ruleExpressions(recording) + Self.ruleExpressions(alertsText))
+        let used = Self.metricNames(
+            in: queries.map(\.expr) + Self.ruleExpressions(recording) + Self.ruleExpressions(alertsText))
         let unknown = used.subtracting(exported).subtracting(recorded).subtracting(prometheusOwn)
         #expect(unknown.isEmpty, "names used but not exported: \(unknown.sorted())")
         #expect(used.contains("pgconn_up") && used.count > 20, "\(used.sorted())")
 
         let alerts = log.snapshot
-        for (name, entry) in alerts.sorted(by: { ($0.value.pending ?? $0.value.lastSeen) < ($1.value.pending ?? $1.value.lastSeen) }) {
+        for (name, entry) in alerts.sorted(by: {
+            ($0.value.pending ?? $0.value.lastSeen) < ($1.value.pending ?? $1.value.lastSeen)
+        }) {
             print(
                 "alert \(name): pending \(entry.pending.map { "\($0)" } ?? "-"), firing \(entry.firing.map { "\($0)" } ?? "-"), "
                     + "last seen \(entry.lastSeen) (clock from the poller's start)")
@@ -189,14 +199,18 @@ import Testing
     /// `make dashboard-images`: every query's range over the run (1 s steps) as JSON, for
     /// dashboards/render_images.py: `{"start": <unix s>, "end": <unix s>, "step": 1, "series": {<expr>: [{"metric":
     /// {...}, "values": [[<unix s>, "<value>"], ...]}, ...]}}`.
-    static func dumpRanges(of expressions: [String], from prometheus: TestPrometheus, seconds: Int64, to path: String) throws {
+    static func dumpRanges(of expressions: [String], from prometheus: TestPrometheus, seconds: Int64, to path: String)
+        throws
+    {
         let end = Date().timeIntervalSince1970.rounded(.down)
         let start = end - Double(seconds)
         var series: [String: Any] = [:]
         for expression in Set(expressions) {
-            let data = try prometheus.api(
-                "query_range",
-                [("query", expression), ("start", String(start)), ("end", String(end)), ("step", "1")]) as? [String: Any]
+            let data =
+                try prometheus.api(
+                    "query_range",
+                    [("query", expression), ("start", String(start)), ("end", String(end)), ("step", "1")])
+                as? [String: Any]
             series[expression] = data?["result"] ?? []
         }
         let document: [String: Any] = ["start": start, "end": end, "step": 1, "series": series]
@@ -240,8 +254,9 @@ import Testing
             }
             let indent = line.prefix { $0 == " " }.count
             var block: [String] = []
-            while index < lines.count, lines[index].trimmingCharacters(in: .whitespaces).isEmpty
-                || lines[index].prefix(while: { $0 == " " }).count > indent
+            while index < lines.count,
+                lines[index].trimmingCharacters(in: .whitespaces).isEmpty
+                    || lines[index].prefix(while: { $0 == " " }).count > indent
             {
                 block.append(lines[index])
                 index += 1

@@ -529,7 +529,9 @@ struct ConfigLoaderTests {
             .deletingLastPathComponent()
         let url = root.appendingPathComponent("config/example.yml")
         let config = try load(file: url).get()
-        #expect(config.targets.count == 2)
+        #expect(config.targets.count == 3)
+        #expect(config.targets.first { $0.name == "standby" }?.maxReplayLag == .seconds(30))
+        #expect(config.targets.first { $0.name == "app_primary" }?.summary.host.contains(",") == true)
         #expect(config.modules.map(\.name) == ["app"])
         #expect(config.targets.contains { if case .file = $0.password { true } else { false } })
         let text = try String(contentsOf: url, encoding: .utf8)
@@ -538,7 +540,7 @@ struct ConfigLoaderTests {
             "initial", "max", "multiplier", "jitter", "keepalives", "idle", "interval", "count", "user_timeout",
             "health", "require", "targets", "name", "dsn", "password_file", "password_env", "expect", "labels",
             "modules", "user", "database", "sslmode", "options", "timeout", "allow", "ports", "metrics", "histograms",
-            "reasons",
+            "reasons", "max_replay_lag",
         ]
         #expect(keys.filter { !text.contains("\($0):") }.isEmpty)
     }

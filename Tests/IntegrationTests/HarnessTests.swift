@@ -160,6 +160,64 @@ struct HarnessTests {
         #expect(proxy.acceptedCount >= 4)
     }
 
+    /// The proxy's slow and broken modes, with psql and raw sockets through it: latency and throttling slow
+    /// exchanges down by at least what they promise, a cut ends a large result in the middle, and refusing
+    /// leaves the connections held to go on.
+    @Test func proxyDelaysThrottlesCutsAndRefuses() throws {
+        let server = try TestPostgres.start()
+        defer { server.cleanup() }
+        let proxy = try TCPProxy(upstreamPort: server.port)
+        defer { proxy.close() }
+        let clock = ContinuousClock()
+        func psql(_ sql: String) throws -> CommandResult {
+            try runCommand(
+                server.binary("psql"),
+                ["-X", "-A", "-t", "-d", "host=127.0.0.1 port=\(proxy.port) user=postgres sslmode=disable", "-c", sql],
+                environment: ["PGPASSWORD": server.superuserPassword])
+        }
+
+        // Latency: 300 ms each way, so an SSLRequest's answer takes at least 600 ms.
+        proxy.setMode(.latency(.milliseconds(300), jitter: .milliseconds(50)))
+        let client = try SocketIO.connect(port: proxy.port)
+        defer { close(client) }
+        var start = clock.now
+        #expect(Self.send(client, Self.sslRequest))
+        #expect(try Self.receive(client, within: .seconds(5)) == .data([UInt8(ascii: "N")]))
+        let roundTrip = clock.now - start
+        #expect(roundTrip >= .milliseconds(600), "\(roundTrip)")
+
+        // Throttle: 100,000 bytes of result at 50,000 bytes a second take at least 1.5 s.
+        proxy.setMode(.throttle(bytesPerSecond: 50_000))
+        start = clock.now
+        let slow = try psql("SELECT length(repeat('x', 100000)) || repeat('x', 100000)")
+        let throttled = clock.now - start
+        #expect(slow.status == 0, "\(slow.stderr)")
+        #expect(slow.stdout.hasPrefix("100000x"))
+        #expect(throttled >= .milliseconds(1500), "\(throttled)")
+
+        // Refuse: new clients are refused; the connection held goes on (a second SSLRequest on it gets the
+        // server's error: any answer shows it is still forwarded).
+        proxy.setMode(.refuse)
+        #expect(throws: (any Error).self) { close(try SocketIO.connect(port: proxy.port)) }
+        #expect(Self.send(client, Self.sslRequest))
+        let answer = try Self.receive(client, within: .seconds(5))
+        #expect({ if case .data(let bytes) = answer { !bytes.isEmpty } else { false } }(), "\(answer)")
+        proxy.setMode(.forward)
+        #expect(try psql("SELECT 7").stdout == "7\n", "listening again on the same port")
+
+        // Cut after 20,000 bytes from the server: a 200,000-byte result ends in the middle.
+        proxy.setMode(.dropAfter(bytes: 20_000))
+        let cut = try psql("SELECT repeat('x', 200000)")
+        #expect(cut.status != 0)
+        #expect(
+            cut.stderr.contains("server closed the connection unexpectedly")
+                || cut.stderr.contains("connection to server was lost") || cut.stderr.contains("Connection reset"),
+            "\(cut.stderr)")
+        try eventually(timeout: .seconds(5)) { proxy.openConnections <= 1 }  // the raw client from above
+        proxy.setMode(.forward)
+        #expect(try psql("SELECT 8").stdout == "8\n")
+    }
+
     @Test func httpGetParsesPlainAndChunkedResponses() throws {
         let plain = try parseHTTPResponse(
             Data(

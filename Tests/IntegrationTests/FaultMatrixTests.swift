@@ -1,0 +1,328 @@
+import Foundation
+import PGConnPostgres
+import Synchronization
+import Testing
+
+@testable import PGConnCore
+
+/// The fault matrix of docs/reliability.md: one scenario per row of its table, each against a PostgreSQL server
+/// of its own with `log_connections = on`. The table is the contract (the reason and the family it is counted
+/// in); the scenarios are below, by the same names. Prints one line of figures per scenario for the page.
+@Suite(.serialized) struct FaultMatrixTests {
+    /// One row of the table.
+    struct Row: Sendable, CustomTestStringConvertible {
+        var scenario: String
+        var reasons: Set<FailureReason>
+        var family: String
+        var sessionStays: Bool
+        var testDescription: String { scenario }
+    }
+
+    static let page = repositoryRoot.appendingPathComponent("docs/reliability.md")
+
+    /// The rows between the `fault-matrix` markers of docs/reliability.md.
+    static func rows() throws -> [Row] {
+        let text = try String(contentsOf: page, encoding: .utf8)
+        guard let begin = text.range(of: "<!-- fault-matrix begin -->"),
+            let end = text.range(of: "<!-- fault-matrix end -->")
+        else { throw TestPostgresError("docs/reliability.md has no fault-matrix markers") }
+        return try text[begin.upperBound..<end.lowerBound].split(separator: "\n").dropFirst(2).map { line in
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count == 5 else { throw TestPostgresError("bad fault-matrix row: \(line)") }
+            let reasons = try cells[2].components(separatedBy: " or ").map { text -> FailureReason in
+                guard let reason = FailureReason(rawValue: text.trimmingCharacters(in: CharacterSet(charactersIn: "`")))
+                else { throw TestPostgresError("unknown reason in \(line)") }
+                return reason
+            }
+            return Row(
+                scenario: cells[0].trimmingCharacters(in: CharacterSet(charactersIn: "`")), reasons: Set(reasons),
+                family: cells[3], sessionStays: cells[4] == "yes")
+        }
+    }
+
+    static let allRows: [Row] = (try? rows()) ?? []
+
+    @Test func everyRowHasAScenarioAndEveryScenarioARow() throws {
+        let rows = try Self.rows()
+        #expect(!rows.isEmpty)
+        #expect(Set(rows.map(\.scenario)) == Set(Scenario.all.keys), "docs/reliability.md and the scenarios differ")
+        #expect(Set(rows.map(\.family)).isSubset(of: ["disconnects", "connects", "logins", "probes"]))
+    }
+
+    @Test(arguments: allRows)
+    func scenario(_ row: Row) throws {
+        let scenario = try #require(Scenario.all[row.scenario], "no scenario \(row.scenario)")
+        let context = try Context(scenario)
+        defer { context.cleanup() }
+        let fixture = try MonitorFixture([try context.target()])
+        context.fixture = fixture
+        try fixture.await("db") { $0.isSessionUp && (!scenario.loginChecks || $0.loginUp) }
+        let before = fixture.series("db")
+        let seenBefore = context.exporterConnections()
+
+        let clock = ContinuousClock()
+        let injected = clock.now
+        try scenario.inject(context)
+        func count(_ series: TargetSeries) -> UInt64 {
+            let counts: [FailureReason: UInt64] =
+                switch row.family {
+                case "disconnects": series.disconnects
+                case "connects": series.connectionFailures
+                case "logins": series.loginFailures
+                default: series.probeFailures
+                }
+            let previous: [FailureReason: UInt64] =
+                switch row.family {
+                case "disconnects": before.disconnects
+                case "connects": before.connectionFailures
+                case "logins": before.loginFailures
+                default: before.probeFailures
+                }
+            return row.reasons.reduce(0) { $0 + (counts[$1, default: 0] - previous[$1, default: 0]) }
+        }
+        do {
+            try fixture.await("db", timeout: .seconds(30)) { count($0) >= 1 }
+        } catch {
+            let seen = Self.newReasons(before, fixture.series("db")).map(\.rawValue).sorted()
+            Issue.record(
+                "\(row.scenario): expected \(row.reasons.map(\.rawValue).sorted()) in \(row.family), saw \(seen)")
+            throw error
+        }
+        let detection = clock.now - injected
+        let during = fixture.series("db")
+        if row.sessionStays {
+            #expect(during.totalDisconnects == before.totalDisconnects, "the session stays")
+            #expect(during.resets == before.resets)
+        }
+        let unexpected = Self.newReasons(before, during).subtracting(row.reasons)
+            .subtracting(scenario.alsoSeen)
+        #expect(unexpected.isEmpty, "\(row.scenario): also counted \(unexpected.map(\.rawValue).sorted())")
+
+        let healed = clock.now
+        try scenario.heal(context)
+        try fixture.await("db", timeout: .seconds(30)) {
+            $0.isSessionUp && (!scenario.loginChecks || $0.loginUp) && $0.consecutiveFailures == 0
+        }
+        let recovery = clock.now - healed
+        let after = fixture.series("db")
+        let seen = context.exporterConnections() - seenBefore
+        let accounted =
+            Int(after.connectionAttempts - before.connectionAttempts) + Int(after.loginChecks - before.loginChecks)
+        // Cancel requests (a timed-out probe) are connections of their own; each probe sends at most one. The
+        // one more: the port check that finds a restarted server listening again.
+        let cancels = row.family == "probes" ? Int(after.probes - before.probes) : 0
+        #expect(seen <= accounted + cancels + 1, "\(row.scenario): the server saw \(seen) connections")
+        print(
+            "fault-matrix | `\(row.scenario)` | \(Self.format(detection)) | \(Self.format(recovery)) | \(seen) "
+                + "| \(after.connectionAttempts - before.connectionAttempts) | \(after.loginChecks - before.loginChecks) |"
+        )
+    }
+
+    /// Reasons counted in any family between two snapshots.
+    static func newReasons(_ before: TargetSeries, _ after: TargetSeries) -> Set<FailureReason> {
+        var reasons = Set<FailureReason>()
+        for (old, new) in [
+            (before.disconnects, after.disconnects), (before.connectionFailures, after.connectionFailures),
+            (before.loginFailures, after.loginFailures), (before.probeFailures, after.probeFailures),
+        ] {
+            for (reason, count) in new where count > old[reason, default: 0] { reasons.insert(reason) }
+        }
+        return reasons
+    }
+
+    static func format(_ duration: Duration) -> String {
+        let milliseconds = duration.milliseconds
+        return milliseconds < 1000 ? "\(Int(milliseconds.rounded())) ms" : "\((milliseconds / 100).rounded() / 10) s"
+    }
+
+    // MARK: - Scenarios
+
+    /// How one fault is made and undone.
+    struct Scenario: Sendable {
+        var settings: [String: String] = [:]
+        var viaProxy = false
+        var loginChecks = false
+        var query = "SELECT 1"
+        var probeInterval: Duration = .milliseconds(200)
+        var probeTimeout: Duration = .milliseconds(150)
+        var sslmode = "disable"
+        /// Reasons that may also be counted on the way (a reconnect refused while the server starts, say).
+        var alsoSeen: Set<FailureReason> = []
+        var inject: @Sendable (Context) throws -> Void
+        var heal: @Sendable (Context) throws -> Void = { _ in }
+
+        static let restartNoise: Set<FailureReason> = [.refused, .startingUp, .connectionLost, .network]
+
+        static let all: [String: Scenario] = [
+            "terminate": Scenario(inject: { try $0.terminateSession() }),
+            "stop_fast": Scenario(
+                alsoSeen: restartNoise, inject: { try $0.server.stopFast() }, heal: { try $0.server.start() }),
+            "stop_immediate": Scenario(
+                alsoSeen: restartNoise, inject: { try $0.server.stopImmediate() }, heal: { try $0.server.start() }),
+            "crash": Scenario(alsoSeen: restartNoise, inject: { try $0.crashAnotherBackend() }),
+            "idle_session_timeout": Scenario(
+                probeInterval: .seconds(2), probeTimeout: .seconds(1), alsoSeen: [.adminShutdown],
+                inject: { context in
+                    try context.server.psql("ALTER ROLE monitor SET idle_session_timeout = '300ms'")
+                    try context.terminateSession()  // a role setting applies to the next session
+                },
+                heal: { try $0.server.psql("ALTER ROLE monitor RESET idle_session_timeout") }),
+            "database_dropped": Scenario(
+                alsoSeen: [.adminShutdown],
+                inject: { try $0.server.psql("DROP DATABASE app WITH (FORCE)") },
+                heal: { context in
+                    try context.server.psql("CREATE DATABASE app OWNER monitor")
+                    // A credential failure holds the next attempt 60 s (account lockouts); a changed password
+                    // file is tried at once, which is how the test skips the hold.
+                    try context.rotatePassword()
+                }),
+            "too_many_connections": Scenario(
+                loginChecks: true, inject: { try $0.server.psql("ALTER ROLE monitor CONNECTION LIMIT 1") },
+                heal: { try $0.server.psql("ALTER ROLE monitor CONNECTION LIMIT -1") }),
+            "password_changed": Scenario(
+                loginChecks: true, inject: { try $0.server.psql("ALTER ROLE monitor PASSWORD 'somebody-else'") },
+                heal: { try $0.rotatePassword() }),
+            "hba_removed": Scenario(
+                loginChecks: true, inject: { try $0.rejectInHBA(true) },
+                heal: { context in
+                    try context.rejectInHBA(false)
+                    try context.rotatePassword()
+                }),
+            "slow_probe": Scenario(
+                query: "SELECT pg_sleep(CASE WHEN EXISTS (SELECT FROM slow) THEN 1 ELSE 0 END)",
+                alsoSeen: [.connectionLost, .network],
+                inject: { try $0.server.psql("INSERT INTO slow VALUES (1)", database: "app") },
+                heal: { context in
+                    try context.server.psql("DELETE FROM slow", database: "app")
+                    // No probe of the exporter may be left running on the server after its timeout.
+                    try eventually(timeout: .seconds(10)) {
+                        try context.server.psql(
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgconn_exporter' "
+                                + "AND state = 'active' AND query LIKE '%pg_sleep%'") == "0"
+                    }
+                }),
+            "temp_file_limit": Scenario(
+                settings: ["temp_file_limit": "64kB", "work_mem": "64kB"],
+                query: "SELECT count(*) FROM (SELECT g FROM generate_series(1, CASE WHEN EXISTS (SELECT FROM big) "
+                    + "THEN 300000 ELSE 10 END) g ORDER BY g DESC) s",
+                probeInterval: .seconds(2), probeTimeout: .seconds(1),
+                inject: { try $0.server.psql("INSERT INTO big VALUES (1)", database: "app") },
+                heal: { try $0.server.psql("DELETE FROM big", database: "app") }),
+            "proxy_blackhole": Scenario(
+                viaProxy: true, alsoSeen: [.connectionLost, .network],
+                inject: { $0.proxy?.setMode(.blackhole) }, heal: { $0.proxy?.setMode(.forward) }),
+            "proxy_reset": Scenario(
+                viaProxy: true, alsoSeen: [.connectionLost, .network, .timeout],
+                inject: { context in
+                    context.proxy?.setMode(.reset)
+                    context.proxy?.setMode(.forward)
+                }),
+            "proxy_cut": Scenario(
+                viaProxy: true, query: "SELECT repeat('x', CASE WHEN EXISTS (SELECT FROM big) THEN 500000 ELSE 1 END)",
+                probeInterval: .seconds(2), probeTimeout: .seconds(1), alsoSeen: [.connectionLost, .network],
+                inject: { context in
+                    try context.server.psql("INSERT INTO big VALUES (1)", database: "app")
+                    context.proxy?.setMode(.dropAfter(bytes: 20_000))
+                },
+                heal: { context in
+                    context.proxy?.setMode(.forward)
+                    try context.server.psql("DELETE FROM big", database: "app")
+                }),
+            "tls_required": Scenario(
+                inject: { try $0.reload(sslmode: "require") }, heal: { try $0.reload(sslmode: "disable") }),
+        ]
+    }
+
+    /// A scenario's server, proxy and the password the target reads from its file.
+    final class Context: @unchecked Sendable {
+        // @unchecked: set in init; the proxy and the server are thread-safe; `sslmode` has its lock.
+        let server: TestPostgres
+        let proxy: TCPProxy?
+        let scenario: Scenario
+        let passwordFile: URL
+        let sslmode: Mutex<String>
+        /// Set once the scenario's monitor runs, for a reload.
+        var fixture: MonitorFixture?
+        private var rotation = 0
+
+        init(_ scenario: Scenario) throws {
+            self.scenario = scenario
+            server = try TestPostgres.start(
+                settings: scenario.settings.merging(["log_connections": "on"]) { a, _ in a })
+            proxy = scenario.viaProxy ? try TCPProxy(upstreamPort: server.port) : nil
+            passwordFile = server.rootDir.appendingPathComponent("monitor.password")
+            sslmode = Mutex(scenario.sslmode)
+            try server.psql("CREATE ROLE monitor LOGIN PASSWORD 'monitor-pw-0'; CREATE DATABASE app OWNER monitor")
+            try server.psql(
+                "CREATE TABLE slow (x int); CREATE TABLE big (x int); GRANT ALL ON slow, big TO monitor",
+                database: "app")
+            try "monitor-pw-0\n".write(to: passwordFile, atomically: true, encoding: .utf8)
+        }
+
+        func cleanup() {
+            proxy?.close()
+            server.cleanup()
+        }
+
+        /// The target, through the proxy when the scenario has one; its sslmode is read at every connect, so a
+        /// scenario can change it (`tls_required`).
+        func target() throws -> TargetConfig {
+            let port = proxy?.port ?? server.port
+            return try testTarget(
+                "db", dsn: "host=127.0.0.1 port=\(port) user=monitor dbname=app sslmode=\(sslmode.withLock { $0 })",
+                password: .file(passwordFile.path), query: scenario.query, probeInterval: scenario.probeInterval,
+                probeTimeout: scenario.probeTimeout, loginInterval: scenario.loginChecks ? .milliseconds(300) : .zero)
+        }
+
+        /// Reloads the monitor with the target's sslmode changed: a changed DSN reconnects the session.
+        func reload(sslmode mode: String) throws {
+            sslmode.withLock { $0 = mode }
+            guard let fixture, fixture.monitor.reload(ValidatedConfig(targets: [try target()])) != nil else {
+                throw TestPostgresError("the reload did not finish")
+            }
+        }
+
+        func terminateSession() throws {
+            try server.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgconn_exporter'")
+        }
+
+        /// A new password for the role and the file together (the file is re-read every 2 s while a credential
+        /// failure holds the next attempt, and a changed one is tried at once).
+        func rotatePassword() throws {
+            rotation += 1
+            try server.psql("ALTER ROLE monitor PASSWORD 'monitor-pw-\(rotation)'")
+            try "monitor-pw-\(rotation)\n".write(to: passwordFile, atomically: true, encoding: .utf8)
+        }
+
+        /// Puts a `reject` line for the role first in pg_hba.conf (or takes it out) and reloads the server.
+        func rejectInHBA(_ reject: Bool) throws {
+            let file = server.dataDir.appendingPathComponent("pg_hba.conf")
+            let line = "host all monitor 127.0.0.1/32 reject\n"
+            let text = try String(contentsOf: file, encoding: .utf8).replacingOccurrences(of: line, with: "")
+            try (reject ? line + text : text).write(to: file, atomically: false, encoding: .utf8)
+            try server.psql("SELECT pg_reload_conf()")
+        }
+
+        func crashAnotherBackend() throws {
+            let server = self.server
+            let sleeper = Thread { _ = try? server.psql("SELECT pg_sleep(30)", timeout: .seconds(40)) }
+            sleeper.start()
+            var victim = ""
+            try eventually(timeout: .seconds(10)) {
+                victim = try server.psql(
+                    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND pid <> pg_backend_pid()"
+                )
+                return !victim.isEmpty
+            }
+            guard let pid = pid_t(victim), kill(pid, SIGKILL) == 0 else {
+                throw TestPostgresError("could not kill backend \(victim)")
+            }
+        }
+
+        /// TCP connections the server logged from 127.0.0.1 (the exporter's; psql here uses the unix socket).
+        func exporterConnections() -> Int {
+            server.serverLog().components(separatedBy: "connection received: host=127.0.0.1").count - 1
+        }
+    }
+}

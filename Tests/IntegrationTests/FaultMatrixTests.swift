@@ -188,6 +188,32 @@ import Testing
                     try context.rejectInHBA(false)
                     try context.rotatePassword()
                 }),
+            "role_dropped": Scenario(
+                loginChecks: true,
+                inject: { context in
+                    try context.server.psql(
+                        "REASSIGN OWNED BY monitor TO postgres; DROP OWNED BY monitor", database: "app")
+                    try context.server.psql(
+                        "REASSIGN OWNED BY monitor TO postgres; DROP OWNED BY monitor; DROP ROLE monitor")
+                },
+                heal: { context in
+                    try context.server.psql("CREATE ROLE monitor LOGIN PASSWORD 'recreated'")
+                    try context.rotatePassword()
+                }),
+            "proxy_latency": Scenario(
+                viaProxy: true, alsoSeen: [.connectionLost, .network],
+                inject: { $0.proxy?.setMode(.latency(.milliseconds(300))) }, heal: { $0.proxy?.setMode(.forward) }),
+            "proxy_throttle": Scenario(
+                viaProxy: true, query: "SELECT repeat('x', CASE WHEN EXISTS (SELECT FROM big) THEN 200000 ELSE 1 END)",
+                probeInterval: .seconds(2), probeTimeout: .seconds(1), alsoSeen: [.connectionLost, .network],
+                inject: { context in
+                    context.proxy?.setMode(.throttle(bytesPerSecond: 20_000))
+                    try context.server.psql("INSERT INTO big VALUES (1)", database: "app")
+                },
+                heal: { context in
+                    try context.server.psql("DELETE FROM big", database: "app")
+                    context.proxy?.setMode(.forward)
+                }),
             "slow_probe": Scenario(
                 query: "SELECT pg_sleep(CASE WHEN EXISTS (SELECT FROM slow) THEN 1 ELSE 0 END)",
                 alsoSeen: [.connectionLost, .network],

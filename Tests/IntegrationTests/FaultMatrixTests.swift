@@ -59,6 +59,8 @@ import Testing
         try fixture.await("db") { $0.isSessionUp && (!scenario.loginChecks || $0.loginUp) }
         let before = fixture.series("db")
         let seenBefore = context.exporterConnections()
+        let sampler = BackendSampler(context.server)
+        defer { sampler.stop() }
 
         let clock = ContinuousClock()
         let injected = clock.now
@@ -112,10 +114,45 @@ import Testing
         // one more: the port check that finds a restarted server listening again.
         let cancels = row.family == "probes" ? Int(after.probes - before.probes) : 0
         #expect(seen <= accounted + cancels + 1, "\(row.scenario): the server saw \(seen) connections")
+        let most = sampler.stop()
+        #expect(most <= 3, "\(row.scenario): \(most) backends of the exporter at once (session, login, probe at most)")
+        #expect(most >= 1, "the sampler saw the session")
         print(
             "fault-matrix | `\(row.scenario)` | \(Self.format(detection)) | \(Self.format(recovery)) | \(seen) "
-                + "| \(after.connectionAttempts - before.connectionAttempts) | \(after.loginChecks - before.loginChecks) |"
-        )
+                + "| \(after.connectionAttempts - before.connectionAttempts) | \(after.loginChecks - before.loginChecks) "
+                + "| \(most) |")
+    }
+
+    /// Samples how many backends the exporter holds on the server (`pg_stat_activity`, every 50 ms) until
+    /// stopped, and keeps the most seen: a target may hold its session, one login check and one probe at once.
+    final class BackendSampler: Sendable {
+        private let state = Mutex((running: true, most: 0))
+        private let done = DispatchSemaphore(value: 0)
+
+        init(_ server: TestPostgres) {
+            Thread { [self] in
+                while state.withLock({ $0.running }) {
+                    let count =
+                        (try? server.psql(
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgconn_exporter%'",
+                            timeout: .seconds(5))).flatMap { Int($0) } ?? 0
+                    state.withLock { $0.most = max($0.most, count) }
+                    Thread.sleep(forTimeInterval: 0.05)
+                }
+                done.signal()
+            }.start()
+        }
+
+        /// Stops sampling (idempotent) and returns the most backends seen.
+        @discardableResult
+        func stop() -> Int {
+            let wasRunning = state.withLock { state in
+                defer { state.running = false }
+                return state.running
+            }
+            if wasRunning { done.wait() }
+            return state.withLock { $0.most }
+        }
     }
 
     /// Reasons counted in any family between two snapshots.

@@ -33,7 +33,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config install deb bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
+.PHONY: help deps deps-test install-packages build run test check-config install deb sanitize bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
 	dashboard-images clean
 
 help: ## List the targets.
@@ -132,6 +132,13 @@ bench-memory: deps-test ## Resident memory of full event rings at 1,000 targets 
 
 screenshot: deps-test build ## Render the status page with 3 targets in headless Chromium into docs/status-page.png.
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/screenshot.sh
+
+sanitize: deps-test ## The whole suite under AddressSanitizer and LeakSanitizer, exporter binary included (.build-asan).
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	LSAN_OPTIONS=suppressions='$(CURDIR)/Tests/Sanitizers/lsan.supp' \
+		PGCONN_EXPORTER_BIN='$(CURDIR)/.build-asan/debug/pgconn_exporter' \
+		$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --no-parallel \
+		$(if $(TEST_FILTER),--filter '$(TEST_FILTER)')
 
 install: ## Install binary, systemd unit, config and docs (PREFIX=/usr/local, SYSCONFDIR, DESTDIR, BIN).
 	@if [ -z '$(BIN)' ]; then $(MAKE) --no-print-directory build; fi

@@ -130,17 +130,22 @@ import Testing
         private let done = DispatchSemaphore(value: 0)
 
         init(_ server: TestPostgres) {
+            let first = Self.count(server)  // one sample before the fault, while the session is surely up
+            state.withLock { $0.most = first }
             Thread { [self] in
                 while state.withLock({ $0.running }) {
-                    let count =
-                        (try? server.psql(
-                            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgconn_exporter%'",
-                            timeout: .seconds(5))).flatMap { Int($0) } ?? 0
+                    let count = Self.count(server)
                     state.withLock { $0.most = max($0.most, count) }
                     Thread.sleep(forTimeInterval: 0.05)
                 }
                 done.signal()
             }.start()
+        }
+
+        private static func count(_ server: TestPostgres) -> Int {
+            (try? server.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgconn_exporter%'",
+                timeout: .seconds(5))).flatMap { Int($0) } ?? 0
         }
 
         /// Stops sampling (idempotent) and returns the most backends seen.

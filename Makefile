@@ -33,7 +33,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config install deb sanitize bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
+.PHONY: help deps deps-test install-packages build run test check-config install deb sanitize sanitize-thread bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
 	dashboard-images clean
 
 help: ## List the targets.
@@ -138,6 +138,12 @@ sanitize: deps-test ## The whole suite under AddressSanitizer and LeakSanitizer,
 	LSAN_OPTIONS=suppressions='$(CURDIR)/Tests/Sanitizers/lsan.supp' \
 		PGCONN_EXPORTER_BIN='$(CURDIR)/.build-asan/debug/pgconn_exporter' \
 		$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --no-parallel \
+		$(if $(TEST_FILTER),--filter '$(TEST_FILTER)')
+
+sanitize-thread: deps-test ## The whole suite under ThreadSanitizer (.build-tsan; pthread locks in place of Mutex).
+	$(SWIFT) build --build-tests --sanitize=thread -Xswiftc -DPGCONN_TSAN --scratch-path .build-tsan
+	TSAN_OPTIONS=halt_on_error=0 PGCONN_EXPORTER_BIN='$(CURDIR)/.build-tsan/debug/pgconn_exporter' \
+		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan --no-parallel \
 		$(if $(TEST_FILTER),--filter '$(TEST_FILTER)')
 
 install: ## Install binary, systemd unit, config and docs (PREFIX=/usr/local, SYSCONFDIR, DESTDIR, BIN).

@@ -26,35 +26,40 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev", "libssl-dev"])]),
         // libmicrohttpd's HTTPS is GnuTLS; the module also reaches GnuTLS for certificates and client checks.
         .systemLibrary(
-            name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev", "libgnutls28-dev"])]),
+            name: "CMicroHTTPD", pkgConfig: "libmicrohttpd",
+            providers: [.apt(["libmicrohttpd-dev", "libgnutls28-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // libxcrypt's crypt_r, for the bcrypt hashes of basic-auth users.
         .systemLibrary(name: "CCrypt", pkgConfig: "libcrypt", providers: [.apt(["libcrypt-dev"])]),
         // epoll and timerfd, which Glibc does not expose.
         .systemLibrary(name: "CLinux"),
 
+        // The lock type: Synchronization.Mutex, or a pthread mutex in ThreadSanitizer builds (-DPGCONN_TSAN).
+        .target(name: "PGConnSync", swiftSettings: swiftSettings),
         // Pure logic: no C, no I/O.
         .target(
             name: "PGConnCore",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["PGConnSync", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "PGConnPostgres",
-            dependencies: ["CLibPQ", "CLinux", "PGConnCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "CLibPQ", "CLinux", "PGConnCore", "PGConnSync", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "PGConnHTTP",
-            dependencies: ["CMicroHTTPD", "CZlib", "CCrypt", "PGConnCore"],
+            dependencies: ["CMicroHTTPD", "CZlib", "CCrypt", "PGConnCore", "PGConnSync"],
             swiftSettings: swiftSettings
         ),
         // The log line writer thread: the executable's only I/O on stderr, in a module so tests can reach it.
-        .target(name: "PGConnLog", dependencies: ["CLinux"], swiftSettings: swiftSettings),
+        .target(name: "PGConnLog", dependencies: ["CLinux", "PGConnSync"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "pgconn_exporter",
             dependencies: [
-                "CLinux", "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnLog",
+                "CLinux", "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnLog", "PGConnSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -63,27 +68,31 @@ let package = Package(
 
         .testTarget(
             name: "PGConnCoreTests",
-            dependencies: ["PGConnCore"],
+            dependencies: ["PGConnCore", "PGConnSync"],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
         // A scripted server behind the monitor's connection seam, for tests without PostgreSQL.
         .target(
-            name: "PGConnTestSupport", dependencies: ["PGConnPostgres", "PGConnCore"], path: "Tests/PGConnTestSupport",
+            name: "PGConnTestSupport", dependencies: ["PGConnPostgres", "PGConnCore", "PGConnSync"],
+            path: "Tests/PGConnTestSupport",
             swiftSettings: swiftSettings),
         .testTarget(
             name: "PGConnPostgresTests",
-            dependencies: ["PGConnPostgres", "PGConnCore", "PGConnTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "PGConnPostgres", "PGConnCore", "PGConnSync", "PGConnTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "PGConnLogTests", dependencies: ["PGConnLog"], swiftSettings: swiftSettings),
+        .testTarget(name: "PGConnLogTests", dependencies: ["PGConnLog", "PGConnSync"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "PGConnHTTPTests", dependencies: ["PGConnHTTP", "PGConnCore", "PGConnTestSupport"],
+            name: "PGConnHTTPTests", dependencies: ["PGConnHTTP", "PGConnCore", "PGConnSync", "PGConnTestSupport"],
             swiftSettings: swiftSettings),
         // Needs a real PostgreSQL (started by the tests themselves) and the built executable.
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnTestSupport",
+                "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnSync", "PGConnTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

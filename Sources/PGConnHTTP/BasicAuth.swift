@@ -1,6 +1,7 @@
 import CCrypt
 import Dispatch
 public import PGConnCore
+import PGConnSync
 import Synchronization
 
 #if canImport(Glibc)
@@ -124,14 +125,14 @@ public final class WebGate: Sendable {
         var pendingChecks = 0
     }
 
-    private let state: Mutex<State>
+    private let state: Lock<State>
     private let checker = BcryptChecker()
     private let queue = DispatchQueue(label: "pgconn.http.basic-auth")
     private let now: @Sendable () -> MonotonicInstant
 
     /// - Parameter now: the clock for the cache (tests); the monotonic clock by default.
     public init(_ settings: Settings, now: (@Sendable () -> MonotonicInstant)? = nil) {
-        self.state = Mutex(State(settings: settings))
+        self.state = Lock(State(settings: settings))
         self.now = now ?? { monotonicNow() }
     }
 

@@ -1,5 +1,6 @@
 import Dispatch
 public import PGConnCore
+import PGConnSync
 import Synchronization
 
 #if canImport(Glibc)
@@ -302,7 +303,7 @@ public struct ExporterRouter: Sendable {
 
 /// One response handed over between threads, for ``ExporterRouter/handle(_:)``.
 private final class ResponseBox: Sendable {
-    private let response = Mutex<HTTPResponse?>(nil)
+    private let response = Lock<HTTPResponse?>(nil)
     private let ready = DispatchSemaphore(value: 0)
 
     func set(_ value: HTTPResponse) {

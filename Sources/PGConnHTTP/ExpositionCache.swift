@@ -1,5 +1,6 @@
 import Dispatch
 import PGConnCore
+import PGConnSync
 import Synchronization
 
 /// `/metrics` from ready bytes: the page (and its gzip) is rendered off the request path while scrapes come,
@@ -75,10 +76,10 @@ final class ExpositionCache: Sendable {
     private let render: @Sendable () -> [UInt8]
     private let now: @Sendable () -> MonotonicInstant
     private let refreshes: Bool
-    private let page = Mutex<Page?>(nil)
+    private let page = Lock<Page?>(nil)
     /// Held for the length of a render, so there is one at a time; `page` is only held to copy it.
-    private let rendering = Mutex<Int>(0)
-    private let demand = Mutex(Demand())
+    private let rendering = Lock<Int>(0)
+    private let demand = Lock(Demand())
     private let queue = DispatchQueue(label: "pgconn.exposition-refresh")
 
     /// - Parameters:

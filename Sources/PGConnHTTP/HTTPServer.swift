@@ -1,6 +1,7 @@
 import CMicroHTTPD
 import Dispatch
 import PGConnCore
+import PGConnSync
 import Synchronization
 
 #if canImport(Glibc)
@@ -46,8 +47,8 @@ public final class HTTPServer: Sendable {
     private let reply: @Sendable (HTTPRequest) -> HTTPReply
     private let configuredLimits: ConnectionLimits?
     /// The credentials HTTPS connections get; `nil` serves plain HTTP. Replaced by `replaceTLS(_:)`.
-    private let tls: Mutex<TLSCredentials?>
-    private let running = Mutex<Running?>(nil)
+    private let tls: Lock<TLSCredentials?>
+    private let running = Lock<Running?>(nil)
 
     /// - Parameters:
     ///   - limits: the connection limits; nil sizes them from the RLIMIT_NOFILE soft limit at each `start()`
@@ -62,7 +63,7 @@ public final class HTTPServer: Sendable {
     ) {
         self.listenAddress = listenAddress
         self.configuredLimits = limits
-        self.tls = Mutex(tls)
+        self.tls = Lock(tls)
         self.reply = reply
     }
 
@@ -319,23 +320,23 @@ private struct Running: @unchecked Sendable {
 private final class RequestDispatch: Sendable {
     let reply: @Sendable (HTTPRequest) -> HTTPReply
     /// Keyed by the connection pointer, which is unique between libmicrohttpd's STARTED and CLOSED events.
-    let deadlines: Mutex<RequestDeadlines<UInt>>
+    let deadlines: Lock<RequestDeadlines<UInt>>
     /// The deferred requests. A connection is suspended and resumed only under this lock (see
     /// `SuspendedRequests`). Lock order: this lock, then libmicrohttpd's own mutex inside
     /// `MHD_suspend_connection` and `MHD_resume_connection`; libmicrohttpd never holds that mutex while it
     /// calls back into this file, so the two cannot deadlock.
-    let suspended = Mutex(SuspendedRequests<SuspendedConnection>())
+    let suspended = Lock(SuspendedRequests<SuspendedConnection>())
     /// Signalled when the last deferred request completed after `stop()` closed the table.
     let drained = DispatchSemaphore(value: 0)
     /// `PendingRequest`s retained as libmicrohttpd's per-request pointer and not yet released.
     let openRequests = Atomic<Int>(0)
     /// What a new HTTPS connection is given; `nil` over plain HTTP.
-    let tls: Mutex<TLSCredentials?>
+    let tls: Lock<TLSCredentials?>
 
     init(reply: @escaping @Sendable (HTTPRequest) -> HTTPReply, limits: ConnectionLimits, tls: TLSCredentials?) {
         self.reply = reply
-        self.deadlines = Mutex(RequestDeadlines(limit: limits.requestDeadline))
-        self.tls = Mutex(tls)
+        self.deadlines = Lock(RequestDeadlines(limit: limits.requestDeadline))
+        self.tls = Lock(tls)
     }
 
     /// A deferred request's `respond`: resumes its connection when it is still waiting, else does nothing.

@@ -2,6 +2,7 @@ import CLinux
 import Dispatch
 import Foundation
 import Glibc
+import PGConnSync
 import Synchronization
 
 /// Writes log lines to a file descriptor (stderr) from one thread of its own, so logging never blocks the caller.
@@ -34,7 +35,7 @@ public final class LogWriter: Sendable {
     private let fileDescriptor: Int32
     private let capacity: Int
     private let onDrop: @Sendable (Int) -> Void
-    private let state = Mutex(State())
+    private let state = Lock(State())
     private let wake = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
 

@@ -1,4 +1,5 @@
 public import PGConnCore
+import PGConnSync
 import Synchronization
 
 /// What `/probe` asks the monitor for: one fresh connect, the query and the close.
@@ -26,9 +27,9 @@ public struct ProbeOrder: Sendable {
 
 /// Hands a probe's result to whoever asked, once.
 final class ProbeCompletion: Sendable {
-    private let handler: Mutex<(@Sendable (ProbeResult) -> Void)?>
+    private let handler: Lock<(@Sendable (ProbeResult) -> Void)?>
 
-    init(_ handler: @escaping @Sendable (ProbeResult) -> Void) { self.handler = Mutex(handler) }
+    init(_ handler: @escaping @Sendable (ProbeResult) -> Void) { self.handler = Lock(handler) }
 
     func finish(_ result: ProbeResult) {
         guard let handler = handler.withLock({ $0.take() }) else { return }

@@ -1,5 +1,6 @@
 import Dispatch
 import PGConnCore
+import PGConnSync
 import Synchronization
 
 /// What a reload did, by target name.
@@ -20,7 +21,7 @@ public struct ReloadSummary: Sendable, Equatable {
 
 /// The loop's answer to a reload, waited for by the thread that asked.
 final class ReloadCompletion: Sendable {
-    private let result = Mutex<ReloadSummary?>(nil)
+    private let result = Lock<ReloadSummary?>(nil)
     private let done = DispatchSemaphore(value: 0)
 
     func finish(_ summary: ReloadSummary) {

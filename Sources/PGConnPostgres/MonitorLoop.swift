@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import PGConnCore
+import PGConnSync
 import Synchronization
 
 /// The I/O thread: epoll for sockets, a deadline heap for timers, and the per-target drivers.
@@ -40,7 +41,7 @@ final class MonitorLoop: @unchecked Sendable {
     let epoll: Epoll
     let published: LoopPublication
     var timers = DeadlineHeap<TimerTag>()
-    private let commands = Mutex<[Command]>([])
+    private let commands = Lock<[Command]>([])
     var running = true
 
     /// One pool per kind of blocking work, so one kind stuck (a silent DNS server) never delays another.

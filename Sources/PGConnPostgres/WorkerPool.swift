@@ -1,6 +1,7 @@
 import CLinux
 import Dispatch
 import Foundation
+import PGConnSync
 import Synchronization
 
 /// A few threads for the blocking calls the I/O thread must never make (DNS, file reads, `PQcancel`).
@@ -21,7 +22,7 @@ final class WorkerPool: Sendable {
         var stopping = false
     }
 
-    private let state = Mutex(State())
+    private let state = Lock(State())
     private let available = DispatchSemaphore(value: 0)
     private let width: Int
 

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PGConnCore
 import PGConnPostgres
+import PGConnSync
 import Synchronization
 
 /// Re-reads and validates the config file on SIGHUP and `POST /-/reload`, and hands a valid one to the monitor.
@@ -22,10 +23,10 @@ final class ConfigReloader: Sendable {
     private let metrics: MetricsStore
     private let logger: Logger
     /// The config in force, read by the health routes for their policy.
-    private let current: Mutex<ValidatedConfig>
-    private let serial = Mutex(())
+    private let current: Lock<ValidatedConfig>
+    private let serial = Lock(())
     /// The file's content (hashed, in-process) when it was last loaded or tried, for ``watch(every:)``.
-    private let lastSeen = Mutex<Int?>(nil)
+    private let lastSeen = Lock<Int?>(nil)
 
     init(
         file: String, initial: ValidatedConfig, shard: ConfigShard?, monitor: Monitor, metrics: MetricsStore,
@@ -33,7 +34,7 @@ final class ConfigReloader: Sendable {
     ) {
         self.file = file
         self.shard = shard
-        self.current = Mutex(initial)
+        self.current = Lock(initial)
         self.monitor = monitor
         self.metrics = metrics
         self.logger = logger
@@ -87,16 +88,19 @@ final class ConfigReloader: Sendable {
                 logger.info(
                     "configuration reloaded",
                     metadata: [
-                        "trigger": "\(trigger)", "added": "\(summary.added.count)", "removed": "\(summary.removed.count)",
+                        "trigger": "\(trigger)", "added": "\(summary.added.count)",
+                        "removed": "\(summary.removed.count)",
                         "reconfigured": "\(summary.reconfigured.count)", "reconnected": "\(summary.reconnected.count)",
                         "unchanged": "\(summary.unchanged.count)",
                     ])
             case .failed(let errors):
                 metrics.recordReload(successful: false, wallClock: Date().timeIntervalSince1970)
                 for error in errors {
-                    logger.error("configuration reload failed; the old configuration stays", metadata: [
-                        "trigger": "\(trigger)", "error": "\(error)",
-                    ])
+                    logger.error(
+                        "configuration reload failed; the old configuration stays",
+                        metadata: [
+                            "trigger": "\(trigger)", "error": "\(error)",
+                        ])
                 }
             }
             return outcome

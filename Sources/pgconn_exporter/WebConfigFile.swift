@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PGConnCore
 import PGConnHTTP
+import PGConnSync
 import Synchronization
 
 /// `--web.config.file` read in full: the web config and the TLS credentials built from the files it names.
@@ -75,10 +76,10 @@ final class WebReloader: Sendable {
     private let gate: WebGate
     private let exemptPaths: Set<String>
     private let logger: Logger
-    private let serial = Mutex(())
+    private let serial = Lock(())
     /// The watched files' content hashes when last loaded or tried (so a bad edit is reported once).
-    private let lastSeen = Mutex<[String: Int?]>([:])
-    private let watchedFiles: Mutex<[String]>
+    private let lastSeen = Lock<[String: Int?]>([:])
+    private let watchedFiles: Lock<[String]>
 
     init(path: String, initial: WebSetup, server: HTTPServer, gate: WebGate, exemptPaths: Set<String>, logger: Logger) {
         self.path = path
@@ -87,7 +88,7 @@ final class WebReloader: Sendable {
         self.exemptPaths = exemptPaths
         self.logger = logger
         let files = WebSetup.watchedFiles(path: path, config: initial.config)
-        self.watchedFiles = Mutex(files)
+        self.watchedFiles = Lock(files)
         lastSeen.withLock { $0 = Self.fingerprints(files) }
     }
 

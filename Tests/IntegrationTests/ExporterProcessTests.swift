@@ -235,7 +235,9 @@ import Testing
         let shutdown = clock.now - start
         print("SIGTERM to exit: \(shutdown.milliseconds) ms")
         #expect(status == 0)
-        #expect(shutdown < .seconds(1))
+        // About 10 ms normally; the bound catches a shutdown that waits for something (a join, a drain) and
+        // leaves room for a sanitizer build, which is several times slower.
+        #expect(shutdown < .seconds(3))
 
         let log = exporter.stderr()
         #expect(log.contains(#"msg="session state changed" target=db from=start to=connecting"#), "\(log)")

@@ -1,5 +1,6 @@
 import Foundation
 import PGConnPostgres
+import PGConnSync
 import Synchronization
 import Testing
 
@@ -126,7 +127,7 @@ import Testing
     /// Samples how many backends the exporter holds on the server (`pg_stat_activity`, every 50 ms) until
     /// stopped, and keeps the most seen: a target may hold its session, one login check and one probe at once.
     final class BackendSampler: Sendable {
-        private let state = Mutex((running: true, most: 0))
+        private let state = Lock((running: true, most: 0))
         private let done = DispatchSemaphore(value: 0)
 
         init(_ server: TestPostgres) {
@@ -308,7 +309,7 @@ import Testing
         let proxy: TCPProxy?
         let scenario: Scenario
         let passwordFile: URL
-        let sslmode: Mutex<String>
+        let sslmode: Lock<String>
         /// Set once the scenario's monitor runs, for a reload.
         var fixture: MonitorFixture?
         private var rotation = 0
@@ -319,7 +320,7 @@ import Testing
                 settings: scenario.settings.merging(["log_connections": "on"]) { a, _ in a })
             proxy = scenario.viaProxy ? try TCPProxy(upstreamPort: server.port) : nil
             passwordFile = server.rootDir.appendingPathComponent("monitor.password")
-            sslmode = Mutex(scenario.sslmode)
+            sslmode = Lock(scenario.sslmode)
             try server.psql("CREATE ROLE monitor LOGIN PASSWORD 'monitor-pw-0'; CREATE DATABASE app OWNER monitor")
             try server.psql(
                 "CREATE TABLE slow (x int); CREATE TABLE big (x int); GRANT ALL ON slow, big TO monitor",

@@ -1,4 +1,5 @@
 import Foundation
+import PGConnSync
 import Synchronization
 import Testing
 
@@ -155,7 +156,7 @@ import Testing
         try eventually(timeout: .seconds(10)) { silent.acceptedCount == 1 }  // the silent target's session
         // Four probes of the silent host with a 2 s scrape timeout (1.5 s budget) hang together (they join one
         // run, so the host sees one probe connection)...
-        let answers = Mutex<[(status: Int, body: String, elapsed: Duration)]>([])
+        let answers = Lock<[(status: Int, body: String, elapsed: Duration)]>([])
         let clock = ContinuousClock()
         let threads = (0..<4).map { index in
             JoinableThread(name: "probe-\(index)") {

@@ -1,4 +1,5 @@
 import Foundation
+import PGConnSync
 import Synchronization
 import Testing
 
@@ -26,7 +27,7 @@ import Testing
             var lastSeen: Duration
         }
 
-        private let entries = Mutex<[String: Entry]>([:])
+        private let entries = Lock<[String: Entry]>([:])
         let started = ContinuousClock.now
 
         func record(_ alerts: [(name: String, state: String, labels: [String: String])]) {

@@ -1,4 +1,5 @@
 import Foundation
+import PGConnSync
 import Synchronization
 import Testing
 
@@ -10,7 +11,7 @@ import Testing
 
 /// The `respond` closures of deferred requests, kept by the request's `id` query argument.
 private final class Responders: Sendable {
-    private let byID = Mutex<[Int: @Sendable (HTTPResponse) -> Void]>([:])
+    private let byID = Lock<[Int: @Sendable (HTTPResponse) -> Void]>([:])
 
     var count: Int { byID.withLock { $0.count } }
 
@@ -136,7 +137,7 @@ private func respondLater(
 
     @Test func aDeferredAnswerDoesNotHoldUpRequestsOnOtherConnections() throws {
         let started = DispatchSemaphore(value: 0)
-        let respondedAt = Mutex<ContinuousClock.Instant?>(nil)
+        let respondedAt = Lock<ContinuousClock.Instant?>(nil)
         let reply: @Sendable (HTTPRequest) -> HTTPReply = { request in
             guard request.path == "/deferred" else { return .response(echo(request)) }
             return .deferred { respond in
@@ -151,7 +152,7 @@ private func respondLater(
         }
         try withServer(reply: reply) { (server: HTTPServer) throws in
             let port = server.boundPort
-            let deferred = Mutex<(Result<RawHTTPResponse, any Error>, ContinuousClock.Instant)?>(nil)
+            let deferred = Lock<(Result<RawHTTPResponse, any Error>, ContinuousClock.Instant)?>(nil)
             let done = DispatchSemaphore(value: 0)
             Thread.detachNewThread {
                 let result = Result { try RawHTTPClient.send(port: port, target: "/deferred") }

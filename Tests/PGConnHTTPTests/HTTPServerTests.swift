@@ -5,7 +5,8 @@ import Testing
 @testable import PGConnHTTP
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
+    import PGConnSync
 #endif
 
 /// Echoes the request as the handler saw it, one `key=value` line each, query and headers sorted.
@@ -298,8 +299,8 @@ private let hasIPv6Loopback: Bool = {
     @Test func answersTwoHundredConcurrentRequestsFromEightThreads() throws {
         try withServer { (server: HTTPServer) throws in
             let port = server.boundPort
-            let answered = Mutex<[Int: Int]>([:])  // status -> count
-            let failures = Mutex<[String]>([])
+            let answered = Lock<[Int: Int]>([:])  // status -> count
+            let failures = Lock<[String]>([])
             let group = DispatchGroup()
             for thread in 0..<8 {
                 group.enter()

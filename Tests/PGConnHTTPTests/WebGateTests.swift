@@ -1,5 +1,6 @@
 import Dispatch
 import PGConnCore
+import PGConnSync
 import Synchronization
 import Testing
 
@@ -39,7 +40,7 @@ import Testing
         switch reply {
         case .response(let response): return (response, false)
         case .deferred(let start):
-            let box = Mutex<HTTPResponse?>(nil)
+            let box = Lock<HTTPResponse?>(nil)
             let done = DispatchSemaphore(value: 0)
             start { response in
                 box.withLock { $0 = response }
@@ -79,7 +80,7 @@ import Testing
     }
 
     @Test func theRightPasswordPassesAndIsRememberedForAMinute() {
-        let clock = Mutex(MonotonicInstant(nanoseconds: 1_000_000_000))
+        let clock = Lock(MonotonicInstant(nanoseconds: 1_000_000_000))
         let gate = WebGate(WebGate.Settings(users: Self.users), now: { clock.withLock { $0 } })
         let reply = gate.wrap(ok)
         let header = Self.basic("prom", "hunter2")
@@ -133,7 +134,7 @@ import Testing
         #expect(starts.count == WebGate.maximumPendingChecks)
         #expect(immediate.map(\.status) == Array(repeating: 429, count: 4))
         #expect(immediate.first?.header("Retry-After") == "1")
-        let answered = Mutex(0)
+        let answered = Lock(0)
         let done = DispatchSemaphore(value: 0)
         for start in starts {
             start { response in

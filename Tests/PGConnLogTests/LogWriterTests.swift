@@ -1,4 +1,5 @@
 import Foundation
+import PGConnSync
 import Synchronization
 import Testing
 
@@ -45,7 +46,7 @@ import Testing
 
         /// Reads until end of file (every write end closed) on a thread of its own; `wait()` returns the bytes.
         func readToEnd() -> @Sendable () -> [UInt8] {
-            let result = Mutex<[UInt8]?>(nil)
+            let result = Lock<[UInt8]?>(nil)
             let done = DispatchSemaphore(value: 0)
             let fd = read
             Thread {

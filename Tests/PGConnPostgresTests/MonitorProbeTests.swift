@@ -1,4 +1,5 @@
 import Foundation
+import PGConnSync
 import PGConnTestSupport
 import Synchronization
 import Testing
@@ -39,7 +40,7 @@ import Testing
 
     /// Collects probe results, in the order they arrive.
     final class Results: Sendable {
-        private let results = Mutex<[ProbeResult]>([])
+        private let results = Lock<[ProbeResult]>([])
         var all: [ProbeResult] { results.withLock { $0 } }
         func add(_ result: ProbeResult) { results.withLock { $0.append(result) } }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PGConnSync
 import PGConnTestSupport
 import Synchronization
 import Testing
@@ -72,7 +73,8 @@ import Testing
             summary: DSNSummary(host: host, port: "5432", database: name, user: "u", sslmode: "prefer"),
             password: password, query: query, probeInterval: interval, probeTimeout: timeout,
             connectTimeout: connectTimeout, loginInterval: .zero,
-            backoff: backoff ?? BackoffConfig(initial: .milliseconds(20), max: .milliseconds(40), multiplier: 2, jitter: 0))
+            backoff: backoff
+                ?? BackoffConfig(initial: .milliseconds(20), max: .milliseconds(40), multiplier: 2, jitter: 0))
     }
 
     @Test func admissionBoundsConnectsInProgressAndLetsTheRestTakeTurns() throws {
@@ -142,7 +144,7 @@ import Testing
     /// With a silent DNS server, 200 targets once queued 2,000 lookups in 30 s. One lookup per target at a time,
     /// whatever the connect timeouts do, and the failure is `dns`, not `timeout`.
     @Test func hungLookupsAreOnePerTargetAndFailAsDNS() throws {
-        let calls = Mutex(0)
+        let calls = Lock(0)
         let release = DispatchSemaphore(value: 0)
         let server = ScriptedServer()
         let names = (0..<8).map { "hung\($0)" }
@@ -194,7 +196,7 @@ import Testing
     /// Loop lag used to be recorded only when a timer fired, so nothing showed while the loop was stuck.
     /// `pgconn_exporter_loop_overdue_seconds` is read at scrape time and grows during the stall.
     @Test func aStalledLoopShowsInTheOverdueGaugeWhileItLasts() throws {
-        let stalled = Mutex(false)
+        let stalled = Lock(false)
         let server = ScriptedServer(query: { dsn, _ in
             let stall =
                 dsn.contains("stalls")
@@ -264,7 +266,7 @@ import Testing
     }
 
     @Test func aChangedPasswordEndsTheCredentialBackoff() throws {
-        let password = Mutex("wrong")
+        let password = Lock("wrong")
         let harness = try Harness(
             [Self.target("db", password: .file("/scripted"))],
             server: ScriptedServer(connect: { _ in
@@ -284,7 +286,7 @@ import Testing
     /// sees it accept, one check per endpoint at a time however many targets share it, and no connect meanwhile.
     @Test func aPortThatAcceptsAgainEndsTheRefusedBackoffOfEverySessionOnIt() throws {
         struct Checks { var listening = false, byEndpoint: [Endpoint: Int] = [:], inFlight = 0, mostInFlight = 0 }
-        let checks = Mutex(Checks())
+        let checks = Lock(Checks())
         let long = BackoffConfig(initial: .seconds(60), max: .seconds(60), multiplier: 2, jitter: 0)
         let server = ScriptedServer(connect: { _ in
             checks.withLock { $0.listening }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 package import PGConnCore
 package import PGConnPostgres
+import PGConnSync
 import Synchronization
 
 /// A scripted stand-in for a database server behind the monitor's connection seam.
@@ -23,7 +24,7 @@ package final class ScriptedServer: ConnectionFactory, Sendable {
 
     /// Opened once by a test, after which every waiter passes.
     package final class Gate: Sendable {
-        private let opened = Mutex(false)
+        private let opened = Lock(false)
         private let semaphore = DispatchSemaphore(value: 0)
 
         package init() {}
@@ -62,7 +63,7 @@ package final class ScriptedServer: ConnectionFactory, Sendable {
         package var cancels = 0
     }
 
-    private let counts = Mutex(Counts())
+    private let counts = Lock(Counts())
     private let connectScript: @Sendable (String) -> ConnectScript
     private let queryScript: @Sendable (String, String) -> QueryScript
 

@@ -1,3 +1,4 @@
+import PGConnSync
 public import Synchronization
 
 /// Versions shown in `pgconn_exporter_build_info`.
@@ -46,7 +47,7 @@ public final class MetricsStore: Sendable {
         var lookupsPending = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Lock(State())
     /// Outside `state`: log lines are dropped from any thread, perhaps one inside `update`, so no lock here.
     private let logLinesDropped = Atomic<UInt64>(0)
     /// On-demand probes: written by HTTP threads and the I/O loop, so atomics rather than `state`.

@@ -6,12 +6,25 @@ import Testing
 /// an outage on the same server, not a failover; the primary stopped and the standby promoted is one failover,
 /// measured, with an event and a log line naming both servers.
 @Suite(.serialized) struct FailoverTests {
-    @Test func aPromotedStandbyIsAFailoverAndARestartIsAnOutage() throws {
+    /// A primary and a streaming hot standby of it.
+    static func primaryAndStandby() throws -> (TestPostgres, TestPostgres) {
         let primary = try TestPostgres.start(settings: ["wal_level": "replica"])
-        defer { primary.cleanup() }
-        let standby = try TestPostgres.startStandby(of: primary)
-        defer { standby.cleanup() }
-        #expect(try standby.psql("SELECT pg_is_in_recovery()") == "t")
+        do {
+            let standby = try TestPostgres.startStandby(of: primary)
+            #expect(try standby.psql("SELECT pg_is_in_recovery()") == "t")
+            return (primary, standby)
+        } catch {
+            primary.cleanup()
+            throw error
+        }
+    }
+
+    @Test func aPromotedStandbyIsAFailoverAndARestartIsAnOutage() throws {
+        let (primary, standby) = try Self.primaryAndStandby()
+        defer {
+            standby.cleanup()
+            primary.cleanup()
+        }
 
         let password = TestPostgres.superuserPassword
         let both =
@@ -114,10 +127,11 @@ import Testing
     /// fail with `replication_lag`, `/health/<target>` answers 503 (a load balancer stops sending reads), and
     /// both come back once replay resumes.
     @Test func aStandbyFurtherBehindThanMaxReplayLagFailsItsHealth() throws {
-        let primary = try TestPostgres.start(settings: ["wal_level": "replica"])
-        defer { primary.cleanup() }
-        let standby = try TestPostgres.startStandby(of: primary)
-        defer { standby.cleanup() }
+        let (primary, standby) = try Self.primaryAndStandby()
+        defer {
+            standby.cleanup()
+            primary.cleanup()
+        }
         let directory = try TemporaryDirectory()
         let config = try directory.write(
             "config.yml",

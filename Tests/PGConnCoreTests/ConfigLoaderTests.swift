@@ -602,3 +602,48 @@ struct ConfigLoaderTests {
         #expect(machine.stateName == .up, "the session stays")
     }
 }
+
+/// Hostile YAML: aliases and merge keys that expand exponentially, and deep nesting. Each is a clear error at once,
+/// not a hang or a memory blow-up (`--config.check` and a reload run the same loader).
+@Suite struct HostileYAMLTests {
+    @Test func aMergeBombIsRefusedInsteadOfExpanded() {
+        var lines = ["x0: &x0 {probe_interval: 5s}"]
+        for level in 1...8 {
+            lines.append(
+                "x\(level): &x\(level) {<<: [\(Array(repeating: "*x\(level - 1)", count: 10).joined(separator: ","))]}")
+        }
+        lines += ["defaults: *x8", "targets: [{name: a, dsn: \"host=h\"}]"]
+        let clock = ContinuousClock()
+        let start = clock.now
+        guard case .failure(let error) = load(yaml: lines.joined(separator: "\n")) else {
+            Issue.record("a merge bomb loaded")
+            return
+        }
+        print("merge bomb refused in \(clock.now - start)")
+        #expect(error.messages.contains { $0.contains("more than 1000 mappings merged with <<") }, "\(error.messages)")
+    }
+
+    @Test func anAliasBombIsWalkedOnlyAsDeepAsTheConfigGoes() {
+        var lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        for level in 1...9 {
+            lines.append(
+                "a\(level): &a\(level) [\(Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ","))]")
+        }
+        lines.append("targets: *a9")
+        guard case .failure(let error) = load(yaml: lines.joined(separator: "\n")) else {
+            Issue.record("an alias bomb loaded")
+            return
+        }
+        #expect(error.messages.contains("targets[0]: expected a mapping, got a sequence"))
+        #expect(error.messages.count < 30)
+    }
+
+    @Test func deepNestingIsASyntaxError() {
+        let yaml = "targets: " + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        guard case .failure(let error) = load(yaml: yaml) else {
+            Issue.record("100,000 nested sequences loaded")
+            return
+        }
+        #expect(error.messages.first?.hasPrefix("YAML syntax error") == true, "\(error.messages)")
+    }
+}

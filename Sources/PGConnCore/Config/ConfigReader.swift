@@ -9,6 +9,12 @@ struct ConfigReader {
     /// Error messages, each `path: problem`, in the order found.
     private(set) var messages: [String] = []
 
+    /// How many mappings `<<` merge keys may still bring in, for the whole document. Aliases share nodes, so a
+    /// few lines of merges of merges expand exponentially (a "merge bomb": ten lines made 10^8 merges and hung
+    /// `--config.check`); a real config merges a handful.
+    static let mergeBudget = 1000
+    private var mergesLeft = Self.mergeBudget
+
     /// Records `path: problem`, or just `problem` at the root.
     mutating func report(_ path: String, _ problem: String) {
         messages.append(path.isEmpty ? problem : "\(path): \(problem)")
@@ -60,6 +66,17 @@ struct ConfigReader {
             if keyNode.tag.description == Tag.Name.merge.rawValue {
                 let sources: [Node] = if case .sequence(let list) = value { Array(list) } else { [value] }
                 for source in sources {
+                    guard mergesLeft > 0 else {
+                        if mergesLeft == 0 {
+                            report(
+                                Self.path(path, "<<"),
+                                "more than \(Self.mergeBudget) mappings merged with << in the whole file "
+                                    + "(merges of merges through aliases?): refused")
+                            mergesLeft = -1
+                        }
+                        break
+                    }
+                    mergesLeft -= 1
                     guard
                         let sourceEntries = self.mapping(
                             source, at: Self.path(path, "<<"), expected: "a mapping to merge", nullIsEmpty: false)

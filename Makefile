@@ -19,6 +19,7 @@ SYSCONFDIR ?=
 DESTDIR ?=
 BIN ?=
 DEB_DIR ?= .build/deb
+SOAK_SECONDS ?= 1800
 
 # libpq-dev, libmicrohttpd-dev: build (libssl-dev: a TLS session's server certificate, libgnutls28-dev: HTTPS,
 # libcrypt-dev: bcrypt for basic auth);
@@ -33,7 +34,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config install deb sanitize sanitize-thread bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
+.PHONY: help deps deps-test install-packages build run test check-config install deb soak sanitize sanitize-thread bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
 	dashboard-images clean
 
 help: ## List the targets.
@@ -132,6 +133,11 @@ bench-memory: deps-test ## Resident memory of full event rings at 1,000 targets 
 
 screenshot: deps-test build ## Render the status page with 3 targets in headless Chromium into docs/status-page.png.
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/screenshot.sh
+
+soak: deps-test ## The soak alone for SOAK_SECONDS (default 1800): 50 flapping targets (make test runs it for 120 s).
+	@bin="$$($(SWIFT) build --show-bin-path $(SWIFT_FLAGS))"; \
+	PGCONN_SOAK_SECONDS='$(SOAK_SECONDS)' PGCONN_EXPORTER_BIN="$$bin/pgconn_exporter" \
+		$(SWIFT) test $(SWIFT_FLAGS) --filter SoakTests
 
 sanitize: deps-test ## The whole suite under AddressSanitizer and LeakSanitizer, exporter binary included (.build-asan).
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan

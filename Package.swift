@@ -68,7 +68,7 @@ let package = Package(
 
         .testTarget(
             name: "PGConnCoreTests",
-            dependencies: ["PGConnCore", "PGConnSync"],
+            dependencies: ["PGConnCore", "PGConnSync", "PGConnTestSupport"],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),

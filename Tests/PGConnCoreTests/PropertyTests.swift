@@ -1,19 +1,8 @@
 import Foundation
+import PGConnTestSupport
 import Testing
 
 @testable import PGConnCore
-
-/// A small seeded generator (SplitMix64), so every run mutates the same way and a failure names its case.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Mutation tests: the config loaders and the duration parser answer every input with a value or a clear
 /// error, never a crash, a hang or an empty message. Seeds: Tests/Fuzz/config.

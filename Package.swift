@@ -68,7 +68,7 @@ let package = Package(
 
         .testTarget(
             name: "PGConnCoreTests",
-            dependencies: ["PGConnCore", "PGConnSync", "PGConnTestSupport"],
+            dependencies: ["PGConnCore", "PGConnSync"],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),

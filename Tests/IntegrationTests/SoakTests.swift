@@ -1,5 +1,5 @@
 import Foundation
-import PGConnTestSupport
+import PGConnCore
 import Testing
 
 /// The soak: 50 targets of the real exporter, each through a proxy of its own in front of one PostgreSQL, while
@@ -47,7 +47,7 @@ import Testing
         }
         try eventually(timeout: .seconds(60)) { try allUp(httpGet(port: port, path: "/metrics").body) }
 
-        var random = SeededGenerator(state: 2026_12_04)
+        var random = SplitMix64(seed: 2026_12_04)
         var restoreAt: [Int: ContinuousClock.Instant] = [:]
         var previous: [String: Double] = [:]
         var memory: [(Double, Double)] = []

@@ -1,10 +1,9 @@
 import Foundation
-import PGConnTestSupport
 import Testing
 
 @testable import PGConnCore
 
-/// Mutation tests: the config loaders and the duration parser answer every input with a value or a clear
+/// Mutation tests (random from the core's own `SplitMix64`, seeded, so a failure replays): the config loaders and the duration parser answer every input with a value or a clear
 /// error, never a crash, a hang or an empty message. Seeds: Tests/Fuzz/config.
 @Suite struct PropertyTests {
     static let seeds = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -12,7 +11,7 @@ import Testing
 
     /// One random change to `bytes`: a byte flipped, inserted or deleted, a line duplicated, dropped or
     /// re-indented, or a YAML token dropped in.
-    static func mutate(_ bytes: [UInt8], _ random: inout SeededGenerator) -> [UInt8] {
+    static func mutate(_ bytes: [UInt8], _ random: inout SplitMix64) -> [UInt8] {
         var bytes = bytes
         let tokens = [
             ": ", "- ", "[", "]", "{", "}", "&a ", "*a", "<<: ", "!!str ", "\"", "'", "#", "\n", "  ", "\t", "~",
@@ -54,7 +53,7 @@ import Testing
     @Test(arguments: ["example.yml", "web.yml"])
     func mutatedConfigsAlwaysGiveAConfigOrErrors(seed name: String) throws {
         let original = Array(try Data(contentsOf: Self.seeds.appendingPathComponent(name)))
-        var random = SeededGenerator(state: 20_261_204)
+        var random = SplitMix64(seed: 20_261_204)
         let clock = ContinuousClock()
         let start = clock.now
         var loaded = 0
@@ -79,7 +78,7 @@ import Testing
     }
 
     @Test func durationsParseOrFailAndWhatParsesFormatsBack() {
-        var random = SeededGenerator(state: 7)
+        var random = SplitMix64(seed: 7)
         let alphabet = Array("0123456789smhdwyµ.-+ _")
         var parsed = 0
         for _ in 0..<20_000 {

@@ -432,6 +432,21 @@ final class TemporaryDirectory {
     }
 }
 
+extension ExporterProcess {
+    /// Writes `yaml` as the directory's `config.yml` and starts the exporter with it on a free loopback port.
+    static func start(
+        config yaml: String, in directory: TemporaryDirectory, arguments: [String] = [],
+        environment: [String: String] = [:], launcher: [String] = []
+    ) throws -> (exporter: ExporterProcess, port: Int) {
+        let config = try directory.write("config.yml", yaml)
+        let port = TestPostgres.freePort()
+        let exporter = try ExporterProcess(
+            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"] + arguments,
+            directory: directory, launcher: launcher, environment: environment)
+        return (exporter, port)
+    }
+}
+
 /// The exporter running as a child process, its stderr captured to a file (or sent to a pipe the test holds).
 final class ExporterProcess {
     private let process = Process()

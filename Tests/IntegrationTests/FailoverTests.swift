@@ -31,29 +31,26 @@ import Testing
             "host=127.0.0.1,127.0.0.1 port=\(primary.port),\(standby.port) user=postgres password=\(password) "
             + "dbname=postgres sslmode=disable target_session_attrs=read-write"
         let directory = try TemporaryDirectory()
-        let config = try directory.write(
-            "config.yml",
-            """
-            defaults:
-              probe_interval: 200ms
-              probe_timeout: 150ms
-              connect_timeout: 2s
-              login_interval: 0s
-            targets:
-              - name: app
-                dsn: \(both)
-                expect: primary
-              - name: app_tuned
-                dsn: \(both)
-                expect: primary
-                backoff: {initial: 50ms, max: 500ms, multiplier: 2, jitter: 0.1}
-              - name: replica
-                dsn: host=127.0.0.1 port=\(standby.port) user=postgres password=\(password) dbname=postgres sslmode=disable
-                expect: standby
-            """)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        let (exporter, port) = try ExporterProcess.start(
+            config:
+                """
+                defaults:
+                  probe_interval: 200ms
+                  probe_timeout: 150ms
+                  connect_timeout: 2s
+                  login_interval: 0s
+                targets:
+                  - name: app
+                    dsn: \(both)
+                    expect: primary
+                  - name: app_tuned
+                    dsn: \(both)
+                    expect: primary
+                    backoff: {initial: 50ms, max: 500ms, multiplier: 2, jitter: 0.1}
+                  - name: replica
+                    dsn: host=127.0.0.1 port=\(standby.port) user=postgres password=\(password) dbname=postgres sslmode=disable
+                    expect: standby
+                """, in: directory)
         defer { exporter.kill() }
         func page() throws -> String { try httpGet(port: port, path: "/metrics").body }
         func value(_ series: String, in text: String) -> Double? {
@@ -133,22 +130,19 @@ import Testing
             primary.cleanup()
         }
         let directory = try TemporaryDirectory()
-        let config = try directory.write(
-            "config.yml",
-            """
-            defaults:
-              probe_interval: 200ms
-              probe_timeout: 150ms
-              login_interval: 0s
-            targets:
-              - name: reads
-                dsn: \(standby.dsn(password: TestPostgres.superuserPassword)) sslmode=disable
-                expect: standby
-                max_replay_lag: 2s
-            """)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        let (exporter, port) = try ExporterProcess.start(
+            config:
+                """
+                defaults:
+                  probe_interval: 200ms
+                  probe_timeout: 150ms
+                  login_interval: 0s
+                targets:
+                  - name: reads
+                    dsn: \(standby.dsn(password: TestPostgres.superuserPassword)) sslmode=disable
+                    expect: standby
+                    max_replay_lag: 2s
+                """, in: directory)
         defer { exporter.kill() }
         // The lag is the age of the last replayed transaction: replay one first (a fresh standby has none).
         try primary.psql("CREATE TABLE written_while_paused (x int)")

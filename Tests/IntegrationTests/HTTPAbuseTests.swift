@@ -42,10 +42,7 @@ import Testing
 
     @Test func malformedRequestsGetTheirStatusAndNothingElseStops() throws {
         let directory = try TemporaryDirectory()
-        let config = try directory.write("config.yml", ExporterProcessTests.validConfig)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        let (exporter, port) = try ExporterProcess.start(config: ExporterProcessTests.validConfig, in: directory)
         defer { exporter.kill() }
         try eventually(timeout: .seconds(20)) { try httpGet(port: port, path: "/-/healthy").status == 200 }
 

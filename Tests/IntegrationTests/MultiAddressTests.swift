@@ -19,20 +19,17 @@ struct MultiAddressTests {
         let directory = try TemporaryDirectory()
         let hosts = try directory.write("hosts", "::1 db.multi.test\n127.0.0.1 db.multi.test\n")
         let password = TestPostgres.superuserPassword
-        let config = try directory.write(
-            "config.yml",
-            """
-            defaults:
-              probe_interval: 200ms
-              probe_timeout: 150ms
-              login_interval: 1s
-            targets:
-              - name: multi
-                dsn: host=db.multi.test port=\(server.port) user=postgres password=\(password) dbname=postgres sslmode=disable
-            """)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory,
+        let (exporter, port) = try ExporterProcess.start(
+            config:
+                """
+                defaults:
+                  probe_interval: 200ms
+                  probe_timeout: 150ms
+                  login_interval: 1s
+                targets:
+                  - name: multi
+                    dsn: host=db.multi.test port=\(server.port) user=postgres password=\(password) dbname=postgres sslmode=disable
+                """, in: directory,
             launcher: [
                 "/usr/bin/unshare", "-m", "/bin/sh", "-c", "mount --bind \"$0\" /etc/hosts && exec \"$@\"", hosts,
             ])

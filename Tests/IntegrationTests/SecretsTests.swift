@@ -17,12 +17,8 @@ import Testing
     private func start(
         _ yaml: String, in directory: TemporaryDirectory, arguments: [String] = [], environment: [String: String] = [:]
     ) throws -> (ExporterProcess, Int) {
-        let config = try directory.write("config.yml", Self.defaults + yaml)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"] + arguments,
-            directory: directory, environment: environment)
-        return (exporter, port)
+        try ExporterProcess.start(
+            config: Self.defaults + yaml, in: directory, arguments: arguments, environment: environment)
     }
     /// The role's password and its file change together; the next login check and the next session (after the
     /// server ends the old one) log in with the new one, with no reload and no restart.

@@ -37,10 +37,7 @@ import Testing
                 "  - name: t\(index)\n    dsn: host=127.0.0.1 port=\(proxy.port) user=postgres "
                 + "password=\(TestPostgres.superuserPassword) dbname=postgres sslmode=disable\n"
         }
-        let config = try directory.write("config.yml", yaml)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        let (exporter, port) = try ExporterProcess.start(config: yaml, in: directory)
         defer { exporter.kill() }
         let allUp = { (page: String) in
             (0..<Self.targets).allSatisfy { page.contains("pgconn_up{target=\"t\($0)\"} 1\n") }

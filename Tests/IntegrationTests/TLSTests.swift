@@ -79,22 +79,19 @@ import Testing
         #expect(Int(expected) != nil, "openssl said \(endDate.stdout)")
 
         let directory = try TemporaryDirectory()
-        let config = try directory.write(
-            "config.yml",
-            """
-            defaults:
-              probe_interval: 300ms
-              probe_timeout: 250ms
-              login_interval: 0s
-            targets:
-              - name: tls
-                dsn: \(server.dsn(password: TestPostgres.superuserPassword)) sslmode=require
-              - name: plain
-                dsn: \(server.dsn(password: TestPostgres.superuserPassword)) sslmode=disable
-            """)
-        let port = TestPostgres.freePort()
-        let exporter = try ExporterProcess(
-            arguments: ["--config.file=\(config)", "--web.listen-address=127.0.0.1:\(port)"], directory: directory)
+        let (exporter, port) = try ExporterProcess.start(
+            config:
+                """
+                defaults:
+                  probe_interval: 300ms
+                  probe_timeout: 250ms
+                  login_interval: 0s
+                targets:
+                  - name: tls
+                    dsn: \(server.dsn(password: TestPostgres.superuserPassword)) sslmode=require
+                  - name: plain
+                    dsn: \(server.dsn(password: TestPostgres.superuserPassword)) sslmode=disable
+                """, in: directory)
         defer { exporter.kill() }
         try eventually(timeout: .seconds(20)) {
             try httpGet(port: port, path: "/metrics").body.contains(#"pgconn_up{target="tls"} 1"#)

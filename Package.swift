@@ -88,11 +88,19 @@ let package = Package(
         .testTarget(
             name: "PGConnHTTPTests", dependencies: ["PGConnHTTP", "PGConnCore", "PGConnSync", "PGConnTestSupport"],
             swiftSettings: swiftSettings),
+        // Fuzz targets (Tests/Fuzz): libFuzzer's entry point in a `--sanitize=fuzzer -DPGCONN_FUZZ` build
+        // (`make fuzz`), else a driver that replays the seed corpora.
+        .target(
+            name: "PGConnFuzzTargets", dependencies: ["PGConnCore", "PGConnHTTP", "PGConnPostgres"],
+            path: "Tests/Fuzz/Targets", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "pgconn-fuzz", dependencies: ["PGConnFuzzTargets"], path: "Tests/Fuzz/Driver",
+            swiftSettings: swiftSettings),
         // Needs a real PostgreSQL (started by the tests themselves) and the built executable.
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnSync", "PGConnTestSupport",
+                "PGConnCore", "PGConnPostgres", "PGConnHTTP", "PGConnSync", "PGConnTestSupport", "PGConnFuzzTargets",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

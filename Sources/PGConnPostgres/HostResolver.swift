@@ -28,7 +28,7 @@ enum HostResolver {
             switch needsLookup(host) ? lookUp(host) : .success(isNumeric(host) ? host : "") {
             case .success(let addresses):
                 var seen = Set<String>()
-                let unique = addresses.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+                let unique = libpqList(addresses)
                     .filter { seen.insert($0).inserted }
                 groups.append(Array(unique.prefix(maximumAddressesPerName)))
             case .failure(let failure): return .failure(failure)
@@ -38,7 +38,7 @@ enum HostResolver {
         guard groups.contains(where: { $0.count > 1 }) else { return .success(ResolvedHosts(hostaddr: hostaddr)) }
         let expandedHosts = zip(hosts, groups).flatMap { host, group in Array(repeating: host, count: group.count) }
         var expandedPorts: String?
-        if let portList = ports?.split(separator: ",", omittingEmptySubsequences: false).map(String.init),
+        if let portList = ports.map(libpqList),
             portList.count == hosts.count, portList.count > 1
         {
             expandedPorts = zip(portList, groups).flatMap { port, group in Array(repeating: port, count: group.count) }
@@ -73,7 +73,7 @@ enum HostResolver {
                 current.pointee.ai_addr, current.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0,
                 NI_NUMERICHOST)
             if named == 0 {
-                let address = String(cString: buffer)
+                let address = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
                 if !addresses.contains(address) { addresses.append(address) }
             }
             entry = current.pointee.ai_next
@@ -94,8 +94,16 @@ enum HostResolver {
     static func hostsNeedingLookup(values: [String: String]) -> [String]? {
         if let hostaddr = values["hostaddr"], !hostaddr.isEmpty { return nil }
         guard let host = values["host"], !host.isEmpty else { return nil }
-        let hosts = host.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let hosts = libpqList(host)
         return hosts.contains(where: needsLookup) ? hosts : nil
+    }
+
+    /// The entries of a comma-separated `host`, `hostaddr` or `port` value, split as libpq splits them: at every
+    /// comma byte. Splitting the `String` would miss a comma followed by a combining mark, which Swift counts as
+    /// one character with it, and hand libpq lists of different lengths (found by `make fuzz`).
+    static func libpqList(_ value: String) -> [String] {
+        value.utf8.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false)
+            .map { String(decoding: $0, as: UTF8.self) }
     }
 
     private static func needsLookup(_ host: String) -> Bool {
@@ -126,7 +134,7 @@ struct ResolvedHosts: Sendable, Equatable {
     /// check of a refused session goes. `nil` for several hosts.
     var singleHostAddress: String? {
         guard let host else { return hostaddr.contains(",") ? nil : hostaddr }
-        let names = Set(host.split(separator: ",", omittingEmptySubsequences: false))
-        return names.count == 1 ? hostaddr.split(separator: ",").first.map(String.init) : nil
+        let names = Set(HostResolver.libpqList(host))
+        return names.count == 1 ? HostResolver.libpqList(hostaddr).first : nil
     }
 }

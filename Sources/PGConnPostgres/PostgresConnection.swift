@@ -235,7 +235,7 @@ final class PostgresCanceller: QueryCanceller, @unchecked Sendable {
     func cancel() -> String? {
         var buffer = [CChar](repeating: 0, count: 256)
         guard PQcancel(cancelHandle, &buffer, Int32(buffer.count)) == 0 else { return nil }
-        return String(cString: buffer).trimmingWhitespace()
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.trimmingWhitespace()
     }
 }
 

@@ -4,10 +4,10 @@ import Testing
 @testable import PGConnCore
 
 /// Mutation tests (random from the core's own `SplitMix64`, seeded, so a failure replays): the config loaders and the duration parser answer every input with a value or a clear
-/// error, never a crash, a hang or an empty message. Seeds: Tests/Fuzz/config.
+/// error, never a crash, a hang or an empty message. Seeds: Tests/Fuzz/config and Tests/Fuzz/webconfig.
 @Suite struct PropertyTests {
     static let seeds = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fuzz/config")
+        .appendingPathComponent("Fuzz")
 
     /// One random change to `bytes`: a byte flipped, inserted or deleted, a line duplicated, dropped or
     /// re-indented, or a YAML token dropped in.
@@ -50,7 +50,7 @@ import Testing
             : .success(DSNSummary(host: "h", port: "5432", database: "d", user: "u", sslmode: "prefer"))
     }
 
-    @Test(arguments: ["example.yml", "web.yml"])
+    @Test(arguments: ["config/example.yml", "webconfig/web.yml"])
     func mutatedConfigsAlwaysGiveAConfigOrErrors(seed name: String) throws {
         let original = Array(try Data(contentsOf: Self.seeds.appendingPathComponent(name)))
         var random = SplitMix64(seed: 20_261_204)
@@ -63,7 +63,7 @@ import Testing
             for _ in 0...Int.random(in: 0..<4, using: &random) { bytes = Self.mutate(bytes, &random) }
             let text = String(decoding: bytes, as: UTF8.self)
             let outcome: [String]? =
-                name == "web.yml"
+                name == "webconfig/web.yml"
                 ? WebConfigLoader.load(yaml: text, directory: "/etc/pgconn").failureMessages
                 : ConfigLoader.load(yaml: text, parseDSN: Self.parseDSN).failureMessages
             if let messages = outcome {

@@ -20,6 +20,12 @@ DESTDIR ?=
 BIN ?=
 DEB_DIR ?= .build/deb
 SOAK_SECONDS ?= 1800
+FUZZ_SECONDS ?= 300
+SANITIZE_SKIP ?=
+# What `make test` adds after the Swift tests (with no TEST_FILTER): fuzzing for TEST_FUZZ_SECONDS per target, and
+# the suite under both sanitizers (TEST_SANITIZE=0 leaves those out), without the soak.
+TEST_FUZZ_SECONDS ?= 20
+TEST_SANITIZE ?= 1
 
 # libpq-dev, libmicrohttpd-dev: build (libssl-dev: a TLS session's server certificate, libgnutls28-dev: HTTPS,
 # libcrypt-dev: bcrypt for basic auth);
@@ -34,7 +40,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config install deb soak sanitize sanitize-thread bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
+.PHONY: help deps deps-test install-packages build run test check-config install deb soak sanitize sanitize-thread fuzz bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
 	dashboard-images clean
 
 help: ## List the targets.
@@ -65,23 +71,32 @@ build: ## Build the release binary .build/release/pgconn_exporter (Swift runtime
 run: deps build ## Start a throwaway PostgreSQL and run the exporter on :9818 (PGCONN_LISTEN overrides).
 	PGCONN_BIN="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/pgconn_exporter" scripts/run-local.sh
 
-test: deps-test ## Run every test, serially (integration tests start their own PostgreSQL servers), then the .deb's.
+test: deps-test ## Every test: the Swift tests (serially), the .deb's, bounded fuzzing, the suite under ASan and TSan.
 	@mkdir -p $(dir $(TEST_LOG))
 	@bin="$$($(SWIFT) build --show-bin-path $(SWIFT_FLAGS))"; \
 	status=0; \
 	PGCONN_EXPORTER_BIN="$$bin/pgconn_exporter" \
 		$(SWIFT) test --no-parallel $(SWIFT_FLAGS) $(if $(TEST_FILTER),--filter '$(TEST_FILTER)') 2>&1 \
 		| tee $(TEST_LOG) || status=$$?; \
-	package=0; \
+	stages=(); \
+	stage() { local name=$$1; shift; local log=$(dir $(TEST_LOG))test-$$name.log; \
+		echo "======== $$name ($$log) ========"; \
+		if "$$@" > "$$log" 2>&1; then stages+=("$$name: passed"); else stages+=("$$name: FAILED, see $$log"); \
+			tail -n 60 "$$log"; if (( status == 0 )); then status=1; fi; fi; \
+		grep -E '^(test-package: (FAILED|every check)|fuzz [a-z]+ |sanitize [a-z]+: )' "$$log" || true; }; \
 	if [ -z '$(TEST_FILTER)' ]; then \
-		{ $(MAKE) --no-print-directory deb && scripts/test-package.sh; } 2>&1 | tee -a $(TEST_LOG) || package=$$?; \
+		stage package bash -c '$(MAKE) --no-print-directory deb && scripts/test-package.sh'; \
+		stage fuzz env SWIFT='$(SWIFT)' FUZZ_SECONDS='$(TEST_FUZZ_SECONDS)' scripts/fuzz.sh; \
+		if [ '$(TEST_SANITIZE)' != 0 ]; then \
+			stage asan env SWIFT='$(SWIFT)' SANITIZE_SKIP=SoakTests scripts/sanitize.sh address; \
+			stage tsan env SWIFT='$(SWIFT)' SANITIZE_SKIP=SoakTests scripts/sanitize.sh thread; \
+		fi; \
 	fi; \
 	echo; echo "======== test summary ($(TEST_LOG)) ========"; \
 	grep -E 'recorded an issue|failed after|error: |Test run with' $(TEST_LOG) | tail -n 40 || true; \
 	total=$$(sed -nE 's/.*Test run with ([0-9]+) tests? .*/\1/p' $(TEST_LOG) | tail -n 1); \
 	failed=$$(grep -E '^✘ Test .* failed after' $(TEST_LOG) | grep -v '^✘ Test run with' | sort -u | wc -l || true); \
-	grep -E '^test-package: (FAILED|every check)' $(TEST_LOG) || true; \
-	if (( status == 0 && package != 0 )); then status=$$package; fi; \
+	for line in "$${stages[@]}"; do echo "$$line"; done; \
 	if (( status == 0 )); then echo "make test: PASSED"; else echo "make test: FAILED (exit $$status)"; fi; \
 	echo "tests: $$(( $${total:-0} - $${failed:-0} )) passed, $${failed:-0} failed"; \
 	exit $$status
@@ -140,17 +155,13 @@ soak: deps-test ## The soak alone for SOAK_SECONDS (default 1800): 50 flapping t
 		$(SWIFT) test $(SWIFT_FLAGS) --filter SoakTests
 
 sanitize: deps-test ## The whole suite under AddressSanitizer and LeakSanitizer, exporter binary included (.build-asan).
-	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	LSAN_OPTIONS=suppressions='$(CURDIR)/Tests/Sanitizers/lsan.supp' \
-		PGCONN_EXPORTER_BIN='$(CURDIR)/.build-asan/debug/pgconn_exporter' \
-		$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --no-parallel \
-		$(if $(TEST_FILTER),--filter '$(TEST_FILTER)')
+	SWIFT='$(SWIFT)' TEST_FILTER='$(TEST_FILTER)' SANITIZE_SKIP='$(SANITIZE_SKIP)' scripts/sanitize.sh address
 
 sanitize-thread: deps-test ## The whole suite under ThreadSanitizer (.build-tsan; pthread locks in place of Mutex).
-	$(SWIFT) build --build-tests --sanitize=thread -Xswiftc -DPGCONN_TSAN --scratch-path .build-tsan
-	TSAN_OPTIONS=halt_on_error=0 PGCONN_EXPORTER_BIN='$(CURDIR)/.build-tsan/debug/pgconn_exporter' \
-		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan --no-parallel \
-		$(if $(TEST_FILTER),--filter '$(TEST_FILTER)')
+	SWIFT='$(SWIFT)' TEST_FILTER='$(TEST_FILTER)' SANITIZE_SKIP='$(SANITIZE_SKIP)' scripts/sanitize.sh thread
+
+fuzz: deps ## libFuzzer on the config and web config loaders, DSNs, HTTP requests, durations: FUZZ_SECONDS each.
+	SWIFT='$(SWIFT)' FUZZ_SECONDS='$(FUZZ_SECONDS)' scripts/fuzz.sh
 
 install: ## Install binary, systemd unit, config and docs (PREFIX=/usr/local, SYSCONFDIR, DESTDIR, BIN).
 	@if [ -z '$(BIN)' ]; then $(MAKE) --no-print-directory build; fi

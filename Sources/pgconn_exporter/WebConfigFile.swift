@@ -76,7 +76,9 @@ final class WebReloader: Sendable {
     private let gate: WebGate
     private let exemptPaths: Set<String>
     private let logger: Logger
-    private let serial = Lock(())
+    /// One reload at a time; it counts them. (A lock around `Void` would do, but ThreadSanitizer reports the
+    /// empty value's accesses under it as races.)
+    private let serial = Lock(0)
     /// The watched files' content hashes when last loaded or tried (so a bad edit is reported once).
     private let lastSeen = Lock<[String: Int?]>([:])
     private let watchedFiles: Lock<[String]>
@@ -95,7 +97,8 @@ final class WebReloader: Sendable {
     /// Reloads now, on the calling thread; true when the new settings are in force.
     @discardableResult
     func reload(trigger: String) -> Bool {
-        serial.withLock { _ in
+        serial.withLock { reloads in
+            reloads += 1
             let result = WebSetup.load(path: path)
             if case .success(let setup) = result {
                 watchedFiles.withLock { $0 = WebSetup.watchedFiles(path: path, config: setup.config) }

@@ -9,6 +9,14 @@ public enum FailureClassifier {
     /// The longest ``Failure/message`` this classifier produces, in characters (an ellipsis marks a cut).
     public static let maxMessageLength = 300
 
+    /// A connect refused because the server is shutting down (57P03, "the database system is shutting down"):
+    /// in a smart shutdown, which waits for every session to end, the server's existing sessions still work, so
+    /// only a new connection tells. The text is matched as well as the code because libpq gives a refused
+    /// connect's message without its SQLSTATE.
+    public static func isShutdownInProgress(_ failure: Failure) -> Bool {
+        failure.reason == .startingUp && failure.message.contains("the database system is shutting down")
+    }
+
     /// The reason for a five-character SQLSTATE; anything that is not a valid SQLSTATE gives `.other`.
     ///
     /// Specific codes are decided first, then whole classes. Classes of statement errors (syntax, data,

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import PGConnPostgres
 import PGConnSync
 import Synchronization
@@ -30,11 +31,17 @@ import Testing
         return try text[begin.upperBound..<end.lowerBound].split(separator: "\n").dropFirst(2).map { line in
             let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
             guard cells.count == 5 else { throw TestPostgresError("bad fault-matrix row: \(line)") }
-            let reasons = try cells[2].components(separatedBy: " or ").map { text -> FailureReason in
-                guard let reason = FailureReason(rawValue: text.trimmingCharacters(in: CharacterSet(charactersIn: "`")))
-                else { throw TestPostgresError("unknown reason in \(line)") }
-                return reason
-            }
+            // `none`: the fault must not fail anything (the exporter is built not to be hit by it).
+            let reasons =
+                try cells[2] == "none"
+                ? []
+                : cells[2].components(separatedBy: " or ").map { text -> FailureReason in
+                    guard
+                        let reason = FailureReason(
+                            rawValue: text.trimmingCharacters(in: CharacterSet(charactersIn: "`")))
+                    else { throw TestPostgresError("unknown reason in \(line)") }
+                    return reason
+                }
             return Row(
                 scenario: cells[0].trimmingCharacters(in: CharacterSet(charactersIn: "`")), reasons: Set(reasons),
                 family: cells[3], sessionStays: cells[4] == "yes")
@@ -46,15 +53,22 @@ import Testing
     @Test func everyRowHasAScenarioAndEveryScenarioARow() throws {
         let rows = try Self.rows()
         #expect(!rows.isEmpty)
-        #expect(Set(rows.map(\.scenario)) == Set(Scenario.all.keys), "docs/reliability.md and the scenarios differ")
-        #expect(Set(rows.map(\.family)).isSubset(of: ["disconnects", "connects", "logins", "probes"]))
+        #expect(
+            Set(rows.map(\.scenario)) == Set(Scenario.all.keys).union(Self.ownTests),
+            "docs/reliability.md and the scenarios differ")
+        #expect(Set(rows.map(\.family)).isSubset(of: ["disconnects", "connects", "logins", "probes", "none"]))
+        #expect(rows.allSatisfy { ($0.family == "none") == $0.reasons.isEmpty }, "reason none goes with family none")
     }
 
-    @Test(arguments: allRows)
+    /// Rows with a test of their own below, not a ``Scenario`` (they need the exporter in a namespace).
+    static let ownTests: Set<String> = ["dns_stops_resolving"]
+
+    @Test(arguments: allRows.filter { !ownTests.contains($0.scenario) })
     func scenario(_ row: Row) throws {
         let scenario = try #require(Scenario.all[row.scenario], "no scenario \(row.scenario)")
         let context = try Context(scenario)
         defer { context.cleanup() }
+        try scenario.prepare(context)
         let fixture = try MonitorFixture([try context.target()])
         context.fixture = fixture
         try fixture.await("db") { $0.isSessionUp && (!scenario.loginChecks || $0.loginUp) }
@@ -84,7 +98,14 @@ import Testing
             return row.reasons.reduce(0) { $0 + (counts[$1, default: 0] - previous[$1, default: 0]) }
         }
         do {
-            try fixture.await("db", timeout: .seconds(30)) { count($0) >= 1 }
+            if row.reasons.isEmpty {
+                // Nothing to detect: ten probes pass with the fault in place (after any reconnect it needs).
+                try fixture.await("db", timeout: .seconds(30)) {
+                    $0.isSessionUp && $0.probes >= before.probes + 10 && $0.consecutiveFailures == 0
+                }
+            } else {
+                try fixture.await("db", timeout: .seconds(30)) { count($0) >= 1 }
+            }
         } catch {
             let seen = Self.newReasons(before, fixture.series("db")).map(\.rawValue).sorted()
             Issue.record(
@@ -119,9 +140,94 @@ import Testing
         #expect(most <= 3, "\(row.scenario): \(most) backends of the exporter at once (session, login, probe at most)")
         #expect(most >= 1, "the sampler saw the session")
         print(
-            "fault-matrix | `\(row.scenario)` | \(Self.format(detection)) | \(Self.format(recovery)) | \(seen) "
+            "fault-matrix | `\(row.scenario)` | \(row.reasons.isEmpty ? "none" : Self.format(detection)) | \(Self.format(recovery)) | \(seen) "
                 + "| \(after.connectionAttempts - before.connectionAttempts) | \(after.loginChecks - before.loginChecks) "
                 + "| \(most) |")
+    }
+
+    /// `dns_stops_resolving`: the target's host name is in an /etc/hosts of the exporter's own (a bind mount in
+    /// a mount namespace, `unshare -m`, as `MultiAddressTests` does). The entry is taken out and the session
+    /// terminated: reconnects fail with the row's reason, one lookup and no connection per backoff step; with
+    /// the entry back the target comes back, without a restart.
+    @Test(
+        .enabled(
+            if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"),
+            "needs root and unshare"))
+    func dnsStopsResolving() throws {
+        let row = try #require(try Self.rows().first { $0.scenario == "dns_stops_resolving" })
+        let server = try TestPostgres.start(settings: ["log_connections": "on"])
+        defer { server.cleanup() }
+        let directory = try TemporaryDirectory()
+        let entry = "127.0.0.1 db.gone.test\n"
+        let hosts = try directory.write("hosts", entry)
+        // In place, never by rename: the bind mount holds the file's inode.
+        func setHosts(_ text: String) throws {
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: hosts))
+            try handle.truncate(atOffset: 0)
+            try handle.write(contentsOf: Data(text.utf8))
+            try handle.close()
+        }
+        let (exporter, port) = try ExporterProcess.start(
+            config: """
+                defaults:
+                  probe_interval: 200ms
+                  probe_timeout: 150ms
+                  login_interval: 300ms
+                  backoff: {initial: 50ms, max: 500ms}
+                targets:
+                  - name: db
+                    dsn: host=db.gone.test port=\(server.port) user=postgres password=\(TestPostgres.superuserPassword) dbname=postgres sslmode=disable
+                """, in: directory,
+            launcher: [
+                "/usr/bin/unshare", "-m", "/bin/sh", "-c", "mount --bind \"$0\" /etc/hosts && exec \"$@\"", hosts,
+            ])
+        defer { exporter.kill() }
+        func page() throws -> String { try httpGet(port: port, path: "/metrics").body }
+        func value(_ series: String) throws -> Double { ExporterProcessTests.value(try page(), series) ?? 0 }
+        func attempts() throws -> Double {
+            try value(#"pgconn_connection_attempts_total{target="db"}"#)
+                + value(#"pgconn_login_checks_total{target="db"}"#)
+        }
+        func connections() -> Int {
+            server.serverLog().components(separatedBy: "connection received: host=127.0.0.1").count - 1
+        }
+        try eventually(timeout: .seconds(20)) {
+            let page = try page()
+            return page.contains(#"pgconn_up{target="db"} 1"#) && page.contains(#"pgconn_login_up{target="db"} 1"#)
+        }
+        let (attemptsBefore, seenBefore) = (try attempts(), connections())
+        let (connectsBefore, loginsBefore) = (
+            try value(#"pgconn_connection_attempts_total{target="db"}"#),
+            try value(#"pgconn_login_checks_total{target="db"}"#)
+        )
+
+        let clock = ContinuousClock()
+        let injected = clock.now
+        try setHosts("# db.gone.test is gone\n")
+        try server.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgconn_exporter'")
+        let failures = row.reasons.map { #"pgconn_connection_failures_total{target="db",reason="\#($0.rawValue)"}"# }
+        try eventually(timeout: .seconds(30)) { try failures.reduce(0) { $0 + (try value($1)) } >= 2 }
+        let detection = clock.now - injected
+        #expect(try page().contains(#"pgconn_up{target="db"} 0"#))
+        let seenWhileGone = connections() - seenBefore
+        #expect(seenWhileGone <= 1, "a name that does not resolve costs lookups, not connections: \(seenWhileGone)")
+
+        let healed = clock.now
+        try setHosts(entry)
+        try eventually(timeout: .seconds(30)) {
+            let page = try page()
+            return page.contains(#"pgconn_up{target="db"} 1"#) && page.contains(#"pgconn_login_up{target="db"} 1"#)
+        }
+        let recovery = clock.now - healed
+        let seen = connections() - seenBefore
+        let accounted = Int(try attempts() - attemptsBefore)
+        #expect(seen <= accounted + 1, "the server saw \(seen) connections, the exporter made \(accounted)")
+        #expect(exporter.isRunning)
+        print(
+            "fault-matrix | `\(row.scenario)` | \(Self.format(detection)) | \(Self.format(recovery)) | \(seen) "
+                + "| \(Int(try value(#"pgconn_connection_attempts_total{target="db"}"#) - connectsBefore)) "
+                + "| \(Int(try value(#"pgconn_login_checks_total{target="db"}"#) - loginsBefore)) | - |")
     }
 
     /// Samples how many backends the exporter holds on the server (`pg_stat_activity`, every 50 ms) until
@@ -191,6 +297,8 @@ import Testing
         var sslmode = "disable"
         /// Reasons that may also be counted on the way (a reconnect refused while the server starts, say).
         var alsoSeen: Set<FailureReason> = []
+        /// Runs before the monitor starts (a role setting that must be in place for the session's connect).
+        var prepare: @Sendable (Context) throws -> Void = { _ in }
         var inject: @Sendable (Context) throws -> Void
         var heal: @Sendable (Context) throws -> Void = { _ in }
 
@@ -200,6 +308,15 @@ import Testing
             "terminate": Scenario(inject: { try $0.terminateSession() }),
             "stop_fast": Scenario(
                 alsoSeen: restartNoise, inject: { try $0.server.stopFast() }, heal: { try $0.server.start() }),
+            // The server waits for the session until the exporter lets go: a login check refused with "shutting
+            // down" closes it. The heal waits for the stop, which a session held on to would block for 30 s.
+            "stop_smart": Scenario(
+                loginChecks: true, alsoSeen: restartNoise.union([.startingUp]),
+                inject: { $0.stopSmartInBackground() },
+                heal: { context in
+                    try context.awaitSmartStop()
+                    try context.server.start()
+                }),
             "stop_immediate": Scenario(
                 alsoSeen: restartNoise, inject: { try $0.server.stopImmediate() }, heal: { try $0.server.start() }),
             "crash": Scenario(alsoSeen: restartNoise, inject: { try $0.crashAnotherBackend() }),
@@ -210,6 +327,21 @@ import Testing
                     try context.terminateSession()  // a role setting applies to the next session
                 },
                 heal: { try $0.server.psql("ALTER ROLE monitor RESET idle_session_timeout") }),
+            // The session's own statement_timeout (probe_timeout, a startup option) outranks the role's: a role
+            // setting shorter than the probe query does not fail it.
+            "statement_timeout": Scenario(
+                query: "SELECT pg_sleep(0.1)", probeInterval: .milliseconds(300), probeTimeout: .seconds(1),
+                // A role setting applies from the next session on: in place before the session starts.
+                prepare: { try $0.server.psql("ALTER ROLE monitor SET statement_timeout = '20ms'") },
+                inject: { _ in },
+                heal: { try $0.server.psql("ALTER ROLE monitor RESET statement_timeout") }),
+            // A probe that opens a transaction is rolled back as soon as it answers: the session is never idle in
+            // one for long enough.
+            "idle_in_transaction_timeout": Scenario(
+                query: "BEGIN; SELECT 1",
+                prepare: { try $0.server.psql("ALTER ROLE monitor SET idle_in_transaction_session_timeout = '50ms'") },
+                inject: { _ in },
+                heal: { try $0.server.psql("ALTER ROLE monitor RESET idle_in_transaction_session_timeout") }),
             "database_dropped": Scenario(
                 alsoSeen: [.adminShutdown],
                 inject: { try $0.server.psql("DROP DATABASE app WITH (FORCE)") },
@@ -349,6 +481,24 @@ import Testing
             guard let fixture, fixture.monitor.reload(ValidatedConfig(targets: [try target()])) != nil else {
                 throw TestPostgresError("the reload did not finish")
             }
+        }
+
+        private let smartStop = DispatchSemaphore(value: 0)
+        private let smartStopError = Lock<String?>(nil)
+
+        /// Starts a smart shutdown on a thread of its own: it returns only once every session has ended.
+        func stopSmartInBackground() {
+            Thread {
+                do { try self.server.stopSmart() } catch { self.smartStopError.withLock { $0 = "\(error)" } }
+                self.smartStop.signal()
+            }.start()
+        }
+
+        func awaitSmartStop() throws {
+            guard smartStop.wait(timeout: .now() + 40) == .success else {
+                throw TestPostgresError("the smart shutdown did not finish in 40 s")
+            }
+            if let error = smartStopError.withLock({ $0 }) { throw TestPostgresError(error) }
         }
 
         func terminateSession() throws {

@@ -170,6 +170,12 @@ final class TestPostgres: TestServer, Sendable {
         try postmaster.stop(signal: SIGQUIT, as: "stop immediate")
     }
 
+    /// Stops the server like `pg_ctl stop -m smart`: SIGTERM, new connections refused (57P03), and the server
+    /// waits for every session to end on its own (30 s here, then SIGKILL and an error).
+    func stopSmart() throws {
+        try postmaster.stop(signal: SIGTERM, as: "stop smart")
+    }
+
     /// Stops the server like `pg_ctl stop -m fast`: SIGINT, backends terminated with 57P01, a checkpoint.
     func stopFast() throws {
         try postmaster.stop(signal: SIGINT, as: "stop fast")

@@ -33,6 +33,31 @@ enum SocketIO {
         try loopbackSocket(port: port, "connect") { Glibc.connect($0, $1, $2) }
     }
 
+    /// A TCP connection to 127.0.0.1:`port` from the loopback address 127.0.0.`source` (any of 127/8 is this
+    /// host's, so one test can be many clients to a per-address limit).
+    static func connect(port: Int, fromLoopback source: UInt8) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError("socket", errno) }
+        var local = sockaddr_in.loopback(port: 0)
+        local.sin_addr.s_addr = (UInt32(0x7F00_0000) | UInt32(source)).bigEndian
+        var remote = sockaddr_in.loopback(port: port)
+        let size = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, size) }
+        }
+        let connected =
+            bound == 0
+            ? withUnsafePointer(to: &remote) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, size) }
+            } : -1
+        guard connected == 0 else {
+            let error = SocketError("connect 127.0.0.1:\(port) from 127.0.0.\(source)", errno)
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
     /// A new close-on-exec TCP socket given to `call` (`bind` or `connect`) with the address 127.0.0.1:`port`;
     /// closed, and the failure thrown naming `operation`, unless `call` returns 0.
     private static func loopbackSocket(

@@ -196,13 +196,16 @@ public final class WebGate: Sendable {
         case .refuse(let response):
             return .response(response)
         case .check(let credentials, let hash):
+            // Given back when the last reference goes: after the check, or with the deferred answer if the server
+            // drops it unstarted (it is stopping), so the count never leaks a slot.
+            let pending = PendingCheck { [self] in state.withLock { $0.pendingChecks -= 1 } }
             return .deferred { [self] respond in
                 queue.async { [self] in
+                    defer { withExtendedLifetime(pending) {} }
                     let good = checker.matches(password: credentials.password, hash: hash ?? BcryptChecker.decoy)
                     let accepted = good && hash != nil
                     let expiry = now() + Self.cacheLifetime
                     state.withLock { state in
-                        state.pendingChecks -= 1
                         guard accepted, let header else { return }
                         if state.verified.count >= Self.maximumCachedCredentials { state.verified.removeAll() }
                         state.verified[header] = expiry
@@ -215,6 +218,13 @@ public final class WebGate: Sendable {
                 }
             }
         }
+    }
+
+    /// A counted bcrypt check: ``WebGate/maximumPendingChecks`` bounds them.
+    private final class PendingCheck: Sendable {
+        private let release: @Sendable () -> Void
+        init(release: @escaping @Sendable () -> Void) { self.release = release }
+        deinit { release() }
     }
 
     static let unauthorized: HTTPResponse = {

@@ -146,6 +146,21 @@ import Testing
         #expect(answered.withLock { $0 } == WebGate.maximumPendingChecks)
     }
 
+    /// A server that is stopping drops deferred answers without starting them: their checks' slots come back.
+    @Test func droppedDeferredChecksGiveTheirSlotsBack() {
+        let reply = WebGate(WebGate.Settings(users: Self.users)).wrap(ok)
+        for round in 0..<3 {
+            var deferred = 0
+            for attempt in 0..<WebGate.maximumPendingChecks {
+                if case .deferred = reply(request(authorization: Self.basic("prom", "wrong\(round)-\(attempt)"))) {
+                    deferred += 1
+                }
+            }
+            // Each reply is dropped unstarted at the end of its statement.
+            #expect(deferred == WebGate.maximumPendingChecks, "round \(round): \(deferred) deferred, the rest 429")
+        }
+    }
+
     @Test func base64AndCredentialsParsing() {
         #expect(Base64.decode("cHJvbTpodW50ZXIy") == Array("prom:hunter2".utf8))
         #expect(Base64.decode("YQ==") == Array("a".utf8))

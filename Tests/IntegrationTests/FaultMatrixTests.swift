@@ -354,6 +354,15 @@ import Testing
             "too_many_connections": Scenario(
                 loginChecks: true, inject: { try $0.server.psql("ALTER ROLE monitor CONNECTION LIMIT 1") },
                 heal: { try $0.server.psql("ALTER ROLE monitor CONNECTION LIMIT -1") }),
+            // Every slot but the superusers' taken: the session holds one, a psql of the test the other. Only new
+            // connections are refused, so the login checks see it and the session stays.
+            "max_connections": Scenario(
+                settings: ["max_connections": "5", "superuser_reserved_connections": "3"], loginChecks: true,
+                inject: { _ = try $0.startSleeper("slot") },
+                heal: { context in
+                    try context.server.psql(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%-- slot'")
+                }),
             "password_changed": Scenario(
                 loginChecks: true, inject: { try $0.server.psql("ALTER ROLE monitor PASSWORD 'somebody-else'") },
                 heal: { try $0.rotatePassword() }),
@@ -523,17 +532,22 @@ import Testing
             try server.psql("SELECT pg_reload_conf()")
         }
 
-        func crashAnotherBackend() throws {
+        /// A psql session of the test's own, sleeping 30 s on a thread (tagged so it can be found): its backend pid.
+        func startSleeper(_ tag: String) throws -> String {
             let server = self.server
-            let sleeper = Thread { _ = try? server.psql("SELECT pg_sleep(30)", timeout: .seconds(40)) }
-            sleeper.start()
-            var victim = ""
+            let query = "SELECT pg_sleep(30) -- \(tag)"
+            Thread { _ = try? server.psql(query, timeout: .seconds(40)) }.start()
+            var pid = ""
             try eventually(timeout: .seconds(10)) {
-                victim = try server.psql(
-                    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND pid <> pg_backend_pid()"
-                )
-                return !victim.isEmpty
+                pid = try server.psql(
+                    "SELECT pid FROM pg_stat_activity WHERE query = '\(query)' AND pid <> pg_backend_pid()")
+                return !pid.isEmpty
             }
+            return pid
+        }
+
+        func crashAnotherBackend() throws {
+            let victim = try startSleeper("crash")
             guard let pid = pid_t(victim), kill(pid, SIGKILL) == 0 else {
                 throw TestPostgresError("could not kill backend \(victim)")
             }

@@ -160,7 +160,7 @@ sanitize: deps-test ## The whole suite under AddressSanitizer and LeakSanitizer,
 sanitize-thread: deps-test ## The whole suite under ThreadSanitizer (.build-tsan; pthread locks in place of Mutex).
 	SWIFT='$(SWIFT)' TEST_FILTER='$(TEST_FILTER)' SANITIZE_SKIP='$(SANITIZE_SKIP)' scripts/sanitize.sh thread
 
-fuzz: deps ## libFuzzer on the config and web config loaders, DSNs, HTTP requests, durations: FUZZ_SECONDS each.
+fuzz: deps ## libFuzzer on the config loaders, DSNs, HTTP requests, durations, error messages, labels: FUZZ_SECONDS each.
 	SWIFT='$(SWIFT)' FUZZ_SECONDS='$(FUZZ_SECONDS)' scripts/fuzz.sh
 
 install: ## Install binary, systemd unit, config and docs (PREFIX=/usr/local, SYSCONFDIR, DESTDIR, BIN).

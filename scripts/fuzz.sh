@@ -5,13 +5,13 @@
 # (one input over FUZZ_INPUT_TIMEOUT seconds) or memory over FUZZ_RSS_MB stops the run and is saved under
 # .build-fuzz/crashes, with the line that replays it.
 #
-#   FUZZ_SECONDS=30 (per target)   FUZZ_TARGETS="config webconfig dsn http duration"   SWIFT=swift
+#   FUZZ_SECONDS=30 (per target)   FUZZ_TARGETS="config webconfig dsn http duration failure labels"   SWIFT=swift
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SWIFT=${SWIFT:-swift}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
-FUZZ_TARGETS=${FUZZ_TARGETS:-config webconfig dsn http duration}
+FUZZ_TARGETS=${FUZZ_TARGETS:-config webconfig dsn http duration failure labels}
 FUZZ_INPUT_TIMEOUT=${FUZZ_INPUT_TIMEOUT:-10}
 FUZZ_RSS_MB=${FUZZ_RSS_MB:-2048}
 scratch=.build-fuzz

@@ -21,6 +21,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case http
     /// The Prometheus duration parser: what parses formats back to the same duration.
     case duration
+    /// A server or libpq error (an optional SQLSTATE, then the message) through the failure classifier.
+    case failure
+    /// A label value through the exposition format's escaping.
+    case labels
 
     /// The target `PGCONN_FUZZ_TARGET` names.
     public static var fromEnvironment: FuzzTarget {
@@ -40,6 +44,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .dsn: Self.dsn(text)
         case .http: Self.http(bytes)
         case .duration: Self.duration(text)
+        case .failure: Self.failure(bytes)
+        case .labels: Self.labels(text)
         }
     }
 
@@ -168,6 +174,43 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         if response.status == 405 {
             check(response.headers.contains { $0.0 == "Allow" }, "405 without Allow")
         }
+    }
+
+    /// The first line is the SQLSTATE (empty: none), the rest the message; a password in it is appended so the
+    /// masking is checked whatever surrounds it.
+    private static func failure(_ bytes: [UInt8]) {
+        let parts = bytes.split(separator: UInt8(ascii: "\n"), maxSplits: 1, omittingEmptySubsequences: false)
+        let sqlstate = parts.first.map { String(decoding: $0, as: UTF8.self) }.flatMap { $0.isEmpty ? nil : $0 }
+        let message = parts.count > 1 ? String(decoding: parts[1], as: UTF8.self) : ""
+        let secret = "Fuzz7secret"
+        let failure = FailureClassifier.classify(
+            sqlstate: sqlstate, message: message + " password=\(secret) " + message)
+        check(!failure.message.utf8.contains(UInt8(ascii: "\n")), "one line: \(failure.message)")
+        check(failure.message.count <= FailureClassifier.maxMessageLength + 3, "capped: \(failure.message.count)")
+        check(!failure.message.contains(secret), "the password is masked: \(failure.message)")
+        if let code = failure.sqlstate { check(code.utf8.count == 5, "a SQLSTATE has five characters: \(code)") }
+    }
+
+    /// The escaped value has no raw newline and unescapes to the original bytes.
+    private static func labels(_ value: String) {
+        var set = LabelSet()
+        set.append("target", value)
+        let rendered = String(decoding: ExpositionWriter.escapeLabelValue(value).utf8, as: UTF8.self)
+        check(!rendered.utf8.contains(UInt8(ascii: "\n")), "no raw newline in a label value")
+        var unescaped: [UInt8] = []
+        var escaping = false
+        for byte in rendered.utf8 {
+            if escaping {
+                unescaped.append(byte == UInt8(ascii: "n") ? UInt8(ascii: "\n") : byte)
+                escaping = false
+            } else if byte == UInt8(ascii: "\\") {
+                escaping = true
+            } else {
+                check(byte != UInt8(ascii: "\""), "an unescaped quote would end the value")
+                unescaped.append(byte)
+            }
+        }
+        check(!escaping && unescaped == Array(value.utf8), "escaping round-trips")
     }
 
     private static func duration(_ text: String) {

@@ -11,8 +11,7 @@ public enum FailureClassifier {
 
     /// A connect refused because the server is shutting down (57P03, "the database system is shutting down"):
     /// in a smart shutdown, which waits for every session to end, the server's existing sessions still work, so
-    /// only a new connection tells. The text is matched as well as the code because libpq gives a refused
-    /// connect's message without its SQLSTATE.
+    /// only a new connection tells. The text decides, because 57P03 also means starting up or in recovery.
     public static func isShutdownInProgress(_ failure: Failure) -> Bool {
         failure.reason == .startingUp && failure.message.contains("the database system is shutting down")
     }

@@ -258,7 +258,9 @@ import Testing
         defer { gate.open() }
         let server = ScriptedServer(connect: { _ in .blockUntil(gate) })
         let harness = try Harness([Self.target("slow", connectTimeout: .seconds(30))], server: server)
-        try harness.await("the connect step is running") { server.snapshot.started == 1 }
+        // The poll step, blocked at the gate: awaiting `started` alone would also pass between the start step and
+        // the poll step, while the connection is in the loop's hands and stop() closes it itself.
+        try harness.await("the connect step is running") { gate.waiters == 1 }
         harness.monitor.stop()
         #expect(server.snapshot.open == 1, "still in the worker's hands")
         gate.open()

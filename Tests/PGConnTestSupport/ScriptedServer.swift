@@ -25,9 +25,14 @@ package final class ScriptedServer: ConnectionFactory, Sendable {
     /// Opened once by a test, after which every waiter passes.
     package final class Gate: Sendable {
         private let opened = Lock(false)
+        private let blocked = Lock(0)
         private let semaphore = DispatchSemaphore(value: 0)
 
         package init() {}
+
+        /// How many threads have ever blocked at the gate: a step is known to be inside `wait()`, not about to
+        /// enter it, once this counts it.
+        package var waiters: Int { blocked.withLock { $0 } }
 
         package func open() {
             opened.withLock { $0 = true }
@@ -36,6 +41,7 @@ package final class ScriptedServer: ConnectionFactory, Sendable {
 
         func wait() {
             guard !opened.withLock({ $0 }) else { return }
+            blocked.withLock { $0 += 1 }
             semaphore.wait()
             semaphore.signal()  // the next waiter passes too
         }

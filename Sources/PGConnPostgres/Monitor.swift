@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 public import Logging
 public import PGConnCore
+import PGConnSync
 import Synchronization
 
 /// Watches every target from one I/O thread: the thread-safe handle that the rest of the process holds.
@@ -15,6 +16,8 @@ public final class Monitor: Sendable {
     private let started = Atomic<Bool>(false)
     private let stopRequested = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
+    /// The I/O thread, once started.
+    private let thread = Lock<JoinableThread?>(nil)
     private let metrics: MetricsStore
     /// On-demand probes asked for and not answered yet, at most ``maxConcurrentProbes``.
     private let probesInFlight = Atomic<Int>(0)
@@ -91,23 +94,30 @@ public final class Monitor: Sendable {
     /// Starts the I/O thread. Call once.
     public func start() {
         guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let thread = Thread { [loop, finished] in
-            pgconn_name_thread("pgconn-monitor")
+        let ioThread = JoinableThread(name: "pgconn-monitor") { [loop, finished] in
             loop.run()
             finished.signal()
         }
-        thread.name = "pgconn-monitor"
-        thread.start()
+        thread.withLock { $0 = ioThread }
     }
 
-    /// Closes every connection and stops the I/O thread; returns when it has (or after `timeout`).
+    /// Closes every connection and stops the I/O thread; returns when it has (or after `timeout`), and the
+    /// I/O thread and the workers have ended (``JoinableThread``: a process exiting next cuts no thread's end
+    /// short, nor a connect step or a cancel request). Lookups, file reads and port checks still running (a
+    /// lookup a silent DNS server holds) are not waited for.
     /// Idempotent: later calls return at once.
     public func stop(timeout: Duration = .seconds(2)) {
         guard started.load(ordering: .acquiring), !stopRequested.exchange(true, ordering: .acquiringAndReleasing) else {
             return
         }
+        let start = MonotonicInstant.now()
         loop.send(.stop)
-        _ = finished.wait(timeout: .now() + .nanoseconds(Int(timeout.nanoseconds)))
+        guard finished.wait(timeout: .now() + .nanoseconds(Int(timeout.nanoseconds))) == .success else {
+            thread.withLock { $0 }?.detach()
+            return
+        }
+        thread.withLock { $0 }?.join(timeout: timeout - (MonotonicInstant.now() - start))
+        loop.joinWorkers(timeout: timeout - (MonotonicInstant.now() - start))
     }
 }
 

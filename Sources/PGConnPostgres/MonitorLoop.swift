@@ -105,6 +105,22 @@ final class MonitorLoop: @unchecked Sendable {
         cancels.shutdown(dropQueued: false)
     }
 
+    /// After the loop has run its `.stop`: waits, at most `timeout` in all, for the worker threads to end
+    /// (``WorkerPool/join(timeout:waitingForJobs:)``). Connect steps are waited for even while they run: they
+    /// compute and never block (host names are resolved before), and a SCRAM step still in OpenSSL when the
+    /// process exits crashes in it, as `OPENSSL_cleanup` (at exit) frees what the step is using. So are cancel
+    /// requests, which the stop queued for the queries it left running: a process that exits first leaves them
+    /// running on the server. Lookups, file reads and port checks are waited for only when idle.
+    func joinWorkers(timeout: Duration) {
+        let start = MonotonicInstant.now()
+        for pool in [connects, cancels] {
+            pool.join(timeout: timeout - (MonotonicInstant.now() - start), waitingForJobs: true)
+        }
+        for pool in [lookups, probeLookups, files, reachabilityChecks] {
+            pool.join(timeout: timeout - (MonotonicInstant.now() - start))
+        }
+    }
+
     /// One connect worker per core, at least 2 and at most 8.
     static var connectWorkers: Int { min(8, max(2, sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 

@@ -1,6 +1,7 @@
 import CLinux
 import Dispatch
 import Foundation
+import PGConnCore
 import PGConnSync
 import Synchronization
 
@@ -11,8 +12,8 @@ import Synchronization
 /// stale work. Each kind of work has a pool of its own, so hung lookups never delay a password read or a cancel.
 /// Results go back to the loop through the job's own closure (a loop command).
 ///
-/// Written on `Thread` rather than `OperationQueue`: with corelibs Foundation, an `OperationQueue` whose
-/// operations block ran them one at a time here, whatever `maxConcurrentOperationCount` said, so one hung
+/// Written on threads of its own rather than `OperationQueue`: with corelibs Foundation, an `OperationQueue`
+/// whose operations block ran them one at a time here, whatever `maxConcurrentOperationCount` said, so one hung
 /// `getaddrinfo` held up every other lookup.
 final class WorkerPool: Sendable {
     private struct State {
@@ -20,24 +21,23 @@ final class WorkerPool: Sendable {
         var head = 0
         var live: Set<UInt64> = []
         var stopping = false
+        /// Which threads are running a job (by index), for ``join(timeout:waitingForJobs:)``.
+        var busy: Set<Int> = []
     }
 
     private let state = Lock(State())
     private let available = DispatchSemaphore(value: 0)
     private let width: Int
+    private let threads = Lock<[JoinableThread]>([])
 
     init(name: String, width: Int) {
         self.width = width
         for index in 0..<width {
             let threadName = "\(name)-\(index)"
-            let thread = Thread { [self] in
-                // Linux keeps 15 bytes of a thread's name (`top -H`, /proc/PID/task/*/comm): drop the prefix then.
-                let short = threadName.utf8.count > 15 ? String(threadName.dropFirst("pgconn-".count)) : threadName
-                pgconn_name_thread(short)
-                work()
-            }
-            thread.name = threadName
-            thread.start()
+            // Linux keeps 15 bytes of a thread's name (`top -H`, /proc/PID/task/*/comm): drop the prefix then.
+            let short = threadName.utf8.count > 15 ? String(threadName.dropFirst("pgconn-".count)) : threadName
+            let thread = JoinableThread(name: short) { [self] in work(index) }
+            threads.withLock { $0.append(thread) }
         }
     }
 
@@ -68,7 +68,22 @@ final class WorkerPool: Sendable {
         for _ in 0..<width { available.signal() }
     }
 
-    private func work() {
+    /// After ``shutdown(dropQueued:)``: waits, at most `timeout` in all, until every thread has ended,
+    /// thread-local destructors included. Without `waitingForJobs`, a thread still in a job (a lookup a silent
+    /// DNS server holds) is not waited for: it is detached and ends on its own.
+    func join(timeout: Duration, waitingForJobs: Bool = false) {
+        let start = MonotonicInstant.now()
+        let busy = waitingForJobs ? [] : state.withLock { $0.busy }
+        for (index, thread) in threads.withLock({ $0 }).enumerated() {
+            if busy.contains(index) {
+                thread.detach()
+            } else {
+                thread.join(timeout: timeout - (MonotonicInstant.now() - start))
+            }
+        }
+    }
+
+    private func work(_ index: Int) {
         while true {
             available.wait()
             let next: (@Sendable () -> Void)?? = state.withLock { state in
@@ -79,14 +94,19 @@ final class WorkerPool: Sendable {
                         state.jobs.removeFirst(state.head)
                         state.head = 0
                     }
-                    if state.live.remove(ticket) != nil { return .some(job) }
+                    if state.live.remove(ticket) != nil {
+                        state.busy.insert(index)
+                        return .some(job)
+                    }
                 }
                 return state.stopping ? .none : .some(nil)
             }
             switch next {
             case .none: return  // stopping, nothing left to run
             case .some(nil): continue  // only withdrawn jobs were queued
-            case .some(let job?): job()
+            case .some(let job?):
+                job()
+                state.withLock { _ = $0.busy.remove(index) }
             }
         }
     }

@@ -22,8 +22,10 @@ DEB_DIR ?= .build/deb
 SOAK_SECONDS ?= 1800
 FUZZ_SECONDS ?= 300
 SANITIZE_SKIP ?=
+EXIT_FUZZ_RUNS ?= 40
 # What `make test` adds after the Swift tests (with no TEST_FILTER): fuzzing for TEST_FUZZ_SECONDS per target, and
-# the suite under both sanitizers (TEST_SANITIZE=0 leaves those out), without the soak.
+# the suite under both sanitizers with 20 exits of `make sanitize-exit` (TEST_SANITIZE=0 leaves those out), without
+# the soak.
 TEST_FUZZ_SECONDS ?= 20
 TEST_SANITIZE ?= 1
 
@@ -40,7 +42,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN := .build/release/pgconn_exporter
 TEST_LOG ?= .build/test-output.log
 
-.PHONY: help deps deps-test install-packages build run test check-config install deb soak sanitize sanitize-thread fuzz bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
+.PHONY: help deps deps-test install-packages build run test check-config install deb soak sanitize sanitize-thread sanitize-exit fuzz bench bench-detect bench-detect-run bench-scale bench-scale-run bench-memory screenshot \
 	dashboard-images clean
 
 help: ## List the targets.
@@ -78,25 +80,27 @@ test: deps-test ## Every test: the Swift tests (serially), the .deb's, bounded f
 	PGCONN_EXPORTER_BIN="$$bin/pgconn_exporter" \
 		$(SWIFT) test --no-parallel $(SWIFT_FLAGS) $(if $(TEST_FILTER),--filter '$(TEST_FILTER)') 2>&1 \
 		| tee $(TEST_LOG) || status=$$?; \
-	stages=(); \
+	stages=(); digests=(); \
 	stage() { local name=$$1; shift; local log=$(dir $(TEST_LOG))test-$$name.log; \
 		echo "======== $$name ($$log) ========"; \
 		if "$$@" > "$$log" 2>&1; then stages+=("$$name: passed"); else stages+=("$$name: FAILED, see $$log"); \
-			tail -n 60 "$$log"; if (( status == 0 )); then status=1; fi; fi; \
-		grep -E '^(test-package: (FAILED|every check)|fuzz [a-z]+ |sanitize [a-z]+: )' "$$log" || true; }; \
+			tail -n 60 "$$log"; if (( status == 0 )); then status=1; fi; \
+			mapfile -t -O "$${#digests[@]}" digests < <(grep -E '^(sanitize [a-z]+: digest:|exit-fuzz: (run|  ))' "$$log" | head -n 8 || true); fi; \
+		grep -E '^(test-package: (FAILED|every check)|fuzz [a-z]+ |sanitize [a-z]+: |exit-fuzz: [0-9]+ exits)' "$$log" || true; }; \
 	if [ -z '$(TEST_FILTER)' ]; then \
 		stage package bash -c '$(MAKE) --no-print-directory deb && scripts/test-package.sh'; \
 		stage fuzz env SWIFT='$(SWIFT)' FUZZ_SECONDS='$(TEST_FUZZ_SECONDS)' scripts/fuzz.sh; \
 		if [ '$(TEST_SANITIZE)' != 0 ]; then \
 			stage asan env SWIFT='$(SWIFT)' SANITIZE_SKIP=SoakTests scripts/sanitize.sh address; \
+			stage asan-exit env EXIT_FUZZ_RUNS=20 scripts/exit-fuzz.sh; \
 			stage tsan env SWIFT='$(SWIFT)' SANITIZE_SKIP=SoakTests scripts/sanitize.sh thread; \
 		fi; \
 	fi; \
 	echo; echo "======== test summary ($(TEST_LOG)) ========"; \
-	grep -E 'recorded an issue|failed after|error: |Test run with' $(TEST_LOG) | tail -n 40 || true; \
+	grep -E 'recorded an issue|failed after|error: |Test run with' $(TEST_LOG) | grep -v '^◇' | tail -n 40 || true; \
 	total=$$(sed -nE 's/.*Test run with ([0-9]+) tests? .*/\1/p' $(TEST_LOG) | tail -n 1); \
 	failed=$$(grep -E '^✘ Test .* failed after' $(TEST_LOG) | grep -v '^✘ Test run with' | sort -u | wc -l || true); \
-	for line in "$${stages[@]}"; do echo "$$line"; done; \
+	for line in "$${stages[@]}" "$${digests[@]}"; do echo "$$line"; done; \
 	if (( status == 0 )); then echo "make test: PASSED"; else echo "make test: FAILED (exit $$status)"; fi; \
 	echo "tests: $$(( $${total:-0} - $${failed:-0} )) passed, $${failed:-0} failed"; \
 	exit $$status
@@ -159,6 +163,11 @@ sanitize: deps-test ## The whole suite under AddressSanitizer and LeakSanitizer,
 
 sanitize-thread: deps-test ## The whole suite under ThreadSanitizer (.build-tsan; pthread locks in place of Mutex).
 	SWIFT='$(SWIFT)' TEST_FILTER='$(TEST_FILTER)' SANITIZE_SKIP='$(SANITIZE_SKIP)' scripts/sanitize.sh thread
+
+sanitize-exit: deps ## SIGTERM the ASan exporter at random moments with work in flight (EXIT_FUZZ_RUNS=40): exit 0, no report.
+	$(SWIFT) build --sanitize=address --scratch-path .build-asan --product pgconn_exporter 2>&1 \
+		| { grep -v 'Cannot export local symbol' || true; }
+	EXIT_FUZZ_RUNS='$(EXIT_FUZZ_RUNS)' scripts/exit-fuzz.sh
 
 fuzz: deps ## libFuzzer on the config loaders, DSNs, HTTP requests, durations, error messages, labels: FUZZ_SECONDS each.
 	SWIFT='$(SWIFT)' FUZZ_SECONDS='$(FUZZ_SECONDS)' scripts/fuzz.sh

@@ -9,7 +9,8 @@ import PGConnSync
 /// thread-local destructors afterwards, and OpenSSL frees a thread's random generator (which libpq's SCRAM
 /// nonces create on every connect worker) and error queue there. A process that exits meanwhile cuts them short,
 /// and LeakSanitizer reports OpenSSL's memory as leaked, in about one exit in five with work in flight.
-/// ``Monitor/stop(timeout:)`` therefore joins the I/O thread and the idle workers before it returns.
+/// ``Monitor/stop(timeout:)`` therefore joins the I/O thread and the workers before it returns
+/// (``MonitorLoop/joinWorkers(timeout:)`` says which ones it waits for while they are in a job).
 final class JoinableThread: Sendable {
     private let handle: pthread_t
     /// Joined or detached: either may happen once, never both.

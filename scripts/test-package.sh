@@ -58,7 +58,7 @@ pg_find_bin
 pg_run_as_postgres
 pg_make_workdir deb-test
 chmod 755 "$WORK"
-trap 'pg_shutdown; cleanup' EXIT
+trap 'pg_shutdown; rm -rf "$WORK"; cleanup' EXIT
 pg_initdb
 PORT=$(pg_free_port)
 pg_start_server

@@ -54,7 +54,7 @@ blocks() {
             head = ""
         }
         /^(Direct|Indirect) leak of |ERROR: AddressSanitizer|^WARNING: ThreadSanitizer/ {
-            flush(); head = $0; sub(/ allocated from:$/, "", head); sub(/^==[0-9]+==/, "", head)
+            flush(); head = $0; sub(/ allocated from:$/, "", head); sub(/^==[^ ]*==/, "", head)
             mine = ""; first = ""; frames = 0; whole = 0; next
         }
         head != "" && /^ +#[0-9]+ / {
